@@ -1,0 +1,407 @@
+"""MViTv2 (Li et al., "MViTv2: Improved Multiscale Vision Transformers for
+Classification and Detection", CVPR 2022) as flax.linen modules.
+
+Numerically this follows the official `facebookresearch/mvit` model (HEAD dfbdfdf):
+pooling attention with conv-pooled and normalised q/k/v, decomposed relative
+positions from the pooled unscaled q, residual pooling, max-pooled skip path.
+Parameter names mirror the official state dict (`blocks_3/attn/qkv`, ...) so the
+converter in `convert.py` is a short table.
+
+Layout: images and feature maps are NHWC; tokens are row-major over the grid with
+the class token (if any) first. Inside attention, q/k/v stay [B, N, heads, head_dim]
+so no transposes are needed between the qkv projection, pooling and the output.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mvitv2_jax import rel_pos
+
+Array = jax.Array
+
+# PyTorch's trunc_normal_(std=0.02) truncates at +-2 absolute, i.e. at +-100 std:
+# effectively an untruncated normal. Linear weights, rel-pos tables and cls token.
+_trunc_normal_init = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
+# PyTorch's default conv init (kaiming_uniform, a=sqrt(5)): U(+-1/sqrt(fan_in)).
+_torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+
+def _torch_conv_bias_init(fan_in: int):
+  bound = 1.0 / np.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+@dataclasses.dataclass(frozen=True)
+class MViTv2Config:
+  """Architecture of one MViTv2 variant (defaults: MViTv2-S)."""
+  embed_dim: int = 96
+  depths: Sequence[int] = (1, 2, 11, 2)
+  num_heads: int = 1  # Heads in stage 1; doubled at each later stage.
+  num_classes: int = 1000
+  image_size: int = 224  # Build size: fixes the rel-pos table lengths.
+  # True: the stage-entry block widens in attention (T/S/B/H, *-cls). False: the last
+  # block of each stage widens in its MLP (the released MViTv2-L ImageNet-1K weights).
+  dim_mul_in_att: bool = True
+  cls_token: bool = False
+  # Cls variants only. False: residual pooling skips the cls row (official HEAD).
+  # True: it adds the pooled q to the cls row too (timm, official before Aug 2022).
+  cls_residual_q: bool = False
+  mlp_ratio: float = 4.0
+  patch_kernel: int = 7
+  patch_stride: int = 4
+  patch_padding: int = 3
+  pool_kernel: int = 3
+  pool_mode: str = 'conv'  # 'conv' (MViTv2), or 'avg' / 'max' (paper ablations).
+  kv_stride: int = 4  # Initial kv stride; divided by the q stride at each stage entry.
+  drop_path_rate: float = 0.0
+  head_dropout_rate: float = 0.0
+  dtype: Any = jnp.float32  # Compute dtype.
+  param_dtype: Any = jnp.float32
+  remat: bool = False  # Rematerialise each block in the backward pass (saves memory).
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+  """Static shape plan of one block, as the original builds it."""
+  dim_in: int
+  dim_out: int
+  att_dim: int
+  num_heads: int
+  q_stride: int
+  kv_stride: int
+  rel_pos_len: int  # From the build size; 0 when rel-pos tables are unused.
+  drop_path: float
+
+
+def block_specs(cfg: MViTv2Config) -> list[BlockSpec]:
+  """Per-block dims, heads, strides and rel-pos table lengths of `cfg`."""
+  depth = sum(cfg.depths)
+  stage_entries = set(np.cumsum(cfg.depths)[:-1].tolist())  # Blocks with q stride 2.
+  stage_of = np.cumsum([i in stage_entries for i in range(depth + 1)])
+  drop_rates = np.linspace(0.0, cfg.drop_path_rate, depth)
+  size = cfg.image_size // cfg.patch_stride  # Token grid at the build size.
+  kv_stride = cfg.kv_stride
+  specs = []
+  dim_in = cfg.embed_dim
+  for i in range(depth):
+    q_stride = 2 if i in stage_entries else 1
+    # The adaptive kv stride shrinks before the strided block is built.
+    kv_stride = max(kv_stride // q_stride, 1)
+    heads = cfg.num_heads * 2**stage_of[i]
+    if cfg.dim_mul_in_att:
+      dim_out = att_dim = cfg.embed_dim * 2**stage_of[i]
+    else:
+      dim_out, att_dim = cfg.embed_dim * 2**stage_of[i + 1], dim_in
+    specs.append(BlockSpec(
+        dim_in=dim_in, dim_out=dim_out, att_dim=att_dim, num_heads=int(heads),
+        q_stride=q_stride, kv_stride=kv_stride,
+        rel_pos_len=rel_pos.table_length(size // q_stride, size // kv_stride),
+        drop_path=float(drop_rates[i])))
+    size //= q_stride
+    dim_in = dim_out
+  return specs
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops the whole residual branch per sample."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    if not train or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return x * mask.astype(x.dtype) / jnp.asarray(keep, x.dtype)
+
+
+def _pad_for(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  # Explicit symmetric padding as in PyTorch; 'SAME' pads strided convs asymmetrically.
+  return ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
+
+
+def spatial_pool(x: Array, stride: int, kernel: int, mode: str, weights: Array | None = None) -> Array:
+  """Pools [B, H, W, C] spatially with PyTorch's padding and output size (ceil(H/stride)).
+
+  Args:
+    x: [B, H, W, C].
+    stride: pooling stride.
+    kernel: window size.
+    mode: 'conv' (depthwise conv with `weights` [k, k, 1, C]), 'avg' (zero padding
+      counted, as PyTorch's AvgPool2d) or 'max' (-inf padding).
+    weights: depthwise kernel for mode 'conv'.
+
+  Returns:
+    [B, ceil(H/stride), ceil(W/stride), C].
+  """
+  padding = _pad_for(kernel)
+  if mode == 'conv':
+    return jax.lax.conv_general_dilated(
+        x, weights.astype(x.dtype), (stride, stride), padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
+  window, strides = (1, kernel, kernel, 1), (1, stride, stride, 1)
+  padding = ((0, 0),) + padding + ((0, 0),)
+  if mode == 'max':
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
+  if mode == 'avg':
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
+    return total / (kernel * kernel)
+  raise ValueError(f"Unknown pool_mode {mode!r}; expected 'conv', 'avg' or 'max'.")
+
+
+def decomposed_rel_pos_bias(q: Array, q_grid: tuple[int, int], k_grid: tuple[int, int],
+                            table_h: Array, table_w: Array) -> Array:
+  """The decomposed relative-position term added to the attention logits.
+
+  Args:
+    q: pooled, normalised, unscaled spatial queries [B, qh*qw, heads, d].
+    q_grid: (qh, qw).
+    k_grid: (kh, kw).
+    table_h: [R_h, d] table shared by all heads; likewise `table_w`.
+
+  Returns:
+    [B, heads, qh*qw, kh*kw] bias.
+  """
+  (qh, qw), (kh, kw) = q_grid, k_grid
+  idx_h, idx_w = rel_pos.rel_pos_index(qh, kh), rel_pos.rel_pos_index(qw, kw)
+  for idx, table, axis in ((idx_h, table_h, 'height'), (idx_w, table_w, 'width')):
+    if idx.max() >= table.shape[0]:
+      raise ValueError(
+          f'Input too large for this model along {axis}: the rel-pos table has '
+          f'{table.shape[0]} entries, the grid needs {idx.max() + 1}. Build the model with a '
+          'larger image_size (converted tables are resized at load time).')
+  r_h = table_h[idx_h].astype(q.dtype)  # [qh, kh, d]
+  r_w = table_w[idx_w].astype(q.dtype)  # [qw, kw, d]
+  q = q.reshape(q.shape[0], qh, qw, *q.shape[2:])  # [B, qh, qw, heads, d]
+  rel_h = jnp.einsum('byxnc,ykc->bnyxk', q, r_h, preferred_element_type=jnp.float32)
+  rel_w = jnp.einsum('byxnc,xlc->bnyxl', q, r_w, preferred_element_type=jnp.float32)
+  bias = rel_h[..., :, None] + rel_w[..., None, :]  # [B, heads, qh, qw, kh, kw]
+  return bias.reshape(*bias.shape[:2], qh * qw, kh * kw)
+
+
+class MultiScaleAttention(nn.Module):
+  """Pooling attention with decomposed rel-pos and residual pooling."""
+  cfg: MViTv2Config
+  spec: BlockSpec
+
+  @nn.compact
+  def __call__(self, x: Array, grid: tuple[int, int]) -> tuple[Array, tuple[int, int]]:
+    cfg, spec = self.cfg, self.spec
+    heads, dim = spec.num_heads, spec.att_dim
+    head_dim = dim // heads
+    dense = functools.partial(nn.Dense, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                              kernel_init=_trunc_normal_init)
+    batch = x.shape[0]
+    qkv = dense(3 * dim, name='qkv')(x)  # [B, N, 3*dim]; channels [q | k | v], head-major.
+    num_prefix = 1 if cfg.cls_token else 0
+    prefix, spatial = qkv[:, :num_prefix], qkv[:, num_prefix:]
+    spatial = spatial.reshape(batch, *grid, 3 * dim)
+
+    if cfg.pool_mode == 'conv':
+      # One (k, k, 1, head_dim) kernel per q/k/v, shared by all heads: tile it over heads
+      # so the pooling is a depthwise conv on the [B, H, W, heads*head_dim] map as is.
+      kernels = [
+          self.param(name, _torch_conv_init, (cfg.pool_kernel, cfg.pool_kernel, 1, head_dim),
+                     cfg.param_dtype)
+          for name in ('pool_q', 'pool_k', 'pool_v')]
+      kernels = [jnp.tile(k, (1, 1, 1, heads)) for k in kernels]
+    else:
+      kernels = [None] * 3
+    pool = functools.partial(spatial_pool, kernel=cfg.pool_kernel, mode=cfg.pool_mode)
+    if spec.q_stride == spec.kv_stride:  # Pool q, k and v in one call.
+      kernel = None if kernels[0] is None else jnp.concatenate(kernels, axis=-1)
+      pooled_q, pooled_kv = jnp.split(pool(spatial, spec.q_stride, weights=kernel), [dim], -1)
+    else:  # k and v share a stride: two calls.
+      kernel_kv = None if kernels[1] is None else jnp.concatenate(kernels[1:], axis=-1)
+      pooled_q = pool(spatial[..., :dim], spec.q_stride, weights=kernels[0])
+      pooled_kv = pool(spatial[..., dim:], spec.kv_stride, weights=kernel_kv)
+    q_grid, k_grid = pooled_q.shape[1:3], pooled_kv.shape[1:3]
+
+    def tokens(pooled, prefix_part):  # -> [B, N', heads, head_dim], prefix first.
+      pooled = pooled.reshape(batch, -1, heads, head_dim)
+      return jnp.concatenate([prefix_part.reshape(batch, num_prefix, heads, head_dim), pooled], 1)
+
+    pre_q, pre_k, pre_v = jnp.split(prefix, 3, axis=-1)
+    pooled_k, pooled_v = jnp.split(pooled_kv, 2, axis=-1)
+    q, k, v = tokens(pooled_q, pre_q), tokens(pooled_k, pre_k), tokens(pooled_v, pre_v)
+    if cfg.pool_mode == 'conv':  # The original normalises only conv-pooled tensors.
+      norm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False,
+                               dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+      q, k, v = norm(name='norm_q')(q), norm(name='norm_k')(k), norm(name='norm_v')(v)
+
+    table_shape = (spec.rel_pos_len, head_dim)
+    table_h = self.param('rel_pos_h', _trunc_normal_init, table_shape, cfg.param_dtype)
+    table_w = self.param('rel_pos_w', _trunc_normal_init, table_shape, cfg.param_dtype)
+    bias = decomposed_rel_pos_bias(q[:, num_prefix:], q_grid, k_grid, table_h, table_w)
+    # Rel-pos covers only spatial x spatial logits: pad zeros for the cls row and column.
+    bias = jnp.pad(bias, ((0, 0), (0, 0), (num_prefix, 0), (num_prefix, 0)))
+
+    logits = jnp.einsum('bqnd,bknd->bnqk', q * jnp.asarray(head_dim**-0.5, q.dtype), k,
+                        preferred_element_type=jnp.float32)
+    attn = jax.nn.softmax(logits + bias, axis=-1).astype(v.dtype)
+    out = jnp.einsum('bnqk,bknd->bqnd', attn, v)  # [B, Nq, heads, head_dim]
+
+    # Residual pooling. NOTE: the official model skips the cls row (see cls_residual_q).
+    if num_prefix and not cfg.cls_residual_q:
+      out = out + q.at[:, :num_prefix].set(0)
+    else:
+      out = out + q
+    out = out.reshape(batch, -1, dim)  # Head-major channels, as the original merges them.
+    return dense(dim, name='proj')(out), tuple(q_grid)
+
+
+class Mlp(nn.Module):
+  hidden_dim: int
+  out_dim: int
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
+                              kernel_init=_trunc_normal_init)
+    x = dense(self.hidden_dim, name='fc1')(x)
+    return dense(self.out_dim, name='fc2')(nn.gelu(x, approximate=False))
+
+
+class MultiScaleBlock(nn.Module):
+  """Pre-norm block: pooling attention and MLP, with the original's skip paths."""
+  cfg: MViTv2Config
+  spec: BlockSpec
+
+  @nn.compact
+  def __call__(self, x: Array, grid: tuple[int, int], train: bool) -> tuple[Array, tuple[int, int]]:
+    cfg, spec = self.cfg, self.spec
+    norm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False,
+                             dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    proj = functools.partial(nn.Dense, spec.dim_out, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                             kernel_init=_trunc_normal_init, name='proj')
+    widens = spec.dim_in != spec.dim_out
+
+    x_norm = norm(name='norm1')(x)
+    attn, new_grid = MultiScaleAttention(cfg, spec, name='attn')(x_norm, grid)
+    # NOTE: the skip reads the *normalised* input when it is projected, the raw one otherwise.
+    skip = proj()(x_norm) if widens and cfg.dim_mul_in_att else x
+    if spec.q_stride > 1:
+      skip = self._max_pool_tokens(skip, grid)
+    x = skip + DropPath(spec.drop_path)(attn, train)
+
+    x_norm = norm(name='norm2')(x)
+    mlp = Mlp(int(spec.att_dim * cfg.mlp_ratio), spec.dim_out, cfg.dtype, cfg.param_dtype,
+              name='mlp')(x_norm)
+    if widens and not cfg.dim_mul_in_att:
+      x = proj()(x_norm)  # MViTv2-L layout: the MLP skip is projected from norm2's output.
+    return x + DropPath(spec.drop_path)(mlp, train), new_grid
+
+  def _max_pool_tokens(self, x: Array, grid: tuple[int, int]) -> Array:
+    """Max-pools the spatial tokens (kernel stride+1, -inf padding); the cls token bypasses."""
+    num_prefix = 1 if self.cfg.cls_token else 0
+    stride = self.spec.q_stride
+    spatial = x[:, num_prefix:].reshape(x.shape[0], *grid, x.shape[-1])
+    pooled = spatial_pool(spatial, stride, stride + 1, 'max')
+    pooled = pooled.reshape(x.shape[0], -1, x.shape[-1])
+    return jnp.concatenate([x[:, :num_prefix], pooled], axis=1)
+
+
+class MViTv2(nn.Module):
+  """MViTv2 classifier.
+
+  `__call__(images, train=False)` maps normalised NHWC images [B, H, W, 3] to float32
+  logits [B, num_classes]. With `features_only=True` it returns the four stage outputs
+  as NHWC maps (strides 4, 8, 16, 32; class token dropped) for dense-prediction heads.
+  """
+  cfg: MViTv2Config
+
+  @nn.compact
+  def __call__(self, images: Array, train: bool = False, features_only: bool = False):
+    cfg = self.cfg
+    specs = block_specs(cfg)
+    x = nn.Conv(cfg.embed_dim, (cfg.patch_kernel,) * 2, strides=(cfg.patch_stride,) * 2,
+                padding=_pad_for(2 * cfg.patch_padding + 1), dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype, kernel_init=_torch_conv_init,
+                bias_init=_torch_conv_bias_init(3 * cfg.patch_kernel**2),
+                name='patch_embed')(images.astype(cfg.dtype))
+    batch, grid = x.shape[0], tuple(x.shape[1:3])
+    x = x.reshape(batch, -1, cfg.embed_dim)
+    num_prefix = 1 if cfg.cls_token else 0
+    if cfg.cls_token:
+      cls = self.param('cls_token', _trunc_normal_init, (1, 1, cfg.embed_dim), cfg.param_dtype)
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, cfg.embed_dim)), x], 1)
+
+    block = nn.remat(MultiScaleBlock, static_argnums=(2, 3)) if cfg.remat else MultiScaleBlock
+    stage_ends = set((np.cumsum(cfg.depths) - 1).tolist())
+    features = []
+    for i, spec in enumerate(specs):
+      x, grid = block(cfg, spec, name=f'blocks_{i}')(x, grid, train)
+      if features_only and i in stage_ends:
+        features.append(x[:, num_prefix:].reshape(batch, *grid, x.shape[-1]))
+    if features_only:
+      return features
+
+    x = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, dtype=cfg.dtype,
+                     param_dtype=cfg.param_dtype, name='norm')(x)
+    x = x[:, 0] if cfg.cls_token else x.mean(axis=1)
+    x = nn.Dropout(cfg.head_dropout_rate, deterministic=not train)(x)
+    # NOTE: the official head applies softmax in eval mode; we always return logits.
+    logits = nn.Dense(cfg.num_classes, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                      kernel_init=_trunc_normal_init, name='head')(x)
+    return logits.astype(jnp.float32)
+
+
+_VARIANTS = {
+    'mvitv2_t': dict(depths=(1, 2, 5, 2)),
+    'mvitv2_s': dict(depths=(1, 2, 11, 2)),
+    'mvitv2_b': dict(depths=(2, 3, 16, 3)),
+    'mvitv2_l': dict(embed_dim=144, num_heads=2, depths=(2, 6, 36, 4), dim_mul_in_att=False),
+    'mvitv2_b_cls': dict(depths=(2, 3, 16, 3), cls_token=True),
+    'mvitv2_l_cls': dict(embed_dim=144, num_heads=2, depths=(2, 6, 36, 4), cls_token=True),
+    'mvitv2_h_cls': dict(embed_dim=192, num_heads=3, depths=(4, 8, 60, 8), cls_token=True),
+    # A small model for the demo data (64x64 images, 10 classes) and tests.
+    'mvitv2_demo': dict(embed_dim=32, depths=(1, 1, 2, 1), image_size=64, num_classes=10),
+}
+# Drop-path rates of the official ImageNet-1K recipe; used for training configs.
+DROP_PATH_RATES = {'mvitv2_t': 0.1, 'mvitv2_s': 0.1, 'mvitv2_b': 0.3, 'mvitv2_l': 0.5}
+
+
+def model_names() -> list[str]:
+  return sorted(_VARIANTS)
+
+
+def variant_config(name: str, **overrides) -> MViTv2Config:
+  """The `MViTv2Config` of a named variant with `overrides` applied."""
+  if name not in _VARIANTS:
+    raise ValueError(f'Unknown model {name!r}. Known models: {", ".join(model_names())}.')
+  fields = {f.name for f in dataclasses.fields(MViTv2Config)}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f'Unknown model options {unknown}. Options: {", ".join(sorted(fields))}.')
+  values = {**_VARIANTS[name], **overrides}
+  for key in ('dtype', 'param_dtype'):
+    if isinstance(values.get(key), str):
+      values[key] = jnp.dtype(values[key])
+  if 'depths' in values:
+    values['depths'] = tuple(values['depths'])
+  return MViTv2Config(**values)
+
+
+def create_model(name: str, num_classes: int | None = None, **overrides) -> MViTv2:
+  """Builds a named MViTv2 variant.
+
+  Args:
+    name: one of `model_names()`, e.g. 'mvitv2_s'.
+    num_classes: classifier width (default: 1000, or the variant's own).
+    **overrides: any `MViTv2Config` field, e.g. `image_size=384`, `dtype='bfloat16'`,
+      `drop_path_rate=0.1`, `cls_residual_q=True`.
+
+  Returns:
+    The `MViTv2` module.
+  """
+  if num_classes is not None:
+    overrides['num_classes'] = num_classes
+  return MViTv2(variant_config(name, **overrides))
