@@ -27,7 +27,7 @@ Array = jax.Array
 
 # PyTorch's trunc_normal_(std=0.02) truncates at +-2 absolute, i.e. at +-100 std:
 # effectively an untruncated normal. Linear weights, rel-pos tables and cls token.
-_trunc_normal_init = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
+trunc_normal_init = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)
 # PyTorch's default conv init (kaiming_uniform, a=sqrt(5)): U(+-1/sqrt(fan_in)).
 _torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
@@ -196,7 +196,7 @@ class MultiScaleAttention(nn.Module):
     heads, dim = spec.num_heads, spec.att_dim
     head_dim = dim // heads
     dense = functools.partial(nn.Dense, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                              kernel_init=_trunc_normal_init)
+                              kernel_init=trunc_normal_init)
     batch = x.shape[0]
     qkv = dense(3 * dim, name='qkv')(x)  # [B, N, 3*dim]; channels [q | k | v], head-major.
     num_prefix = 1 if cfg.cls_token else 0
@@ -236,8 +236,8 @@ class MultiScaleAttention(nn.Module):
       q, k, v = norm(name='norm_q')(q), norm(name='norm_k')(k), norm(name='norm_v')(v)
 
     table_shape = (spec.rel_pos_len, head_dim)
-    table_h = self.param('rel_pos_h', _trunc_normal_init, table_shape, cfg.param_dtype)
-    table_w = self.param('rel_pos_w', _trunc_normal_init, table_shape, cfg.param_dtype)
+    table_h = self.param('rel_pos_h', trunc_normal_init, table_shape, cfg.param_dtype)
+    table_w = self.param('rel_pos_w', trunc_normal_init, table_shape, cfg.param_dtype)
     bias = decomposed_rel_pos_bias(q[:, num_prefix:], q_grid, k_grid, table_h, table_w)
     # Rel-pos covers only spatial x spatial logits: pad zeros for the cls row and column.
     bias = jnp.pad(bias, ((0, 0), (0, 0), (num_prefix, 0), (num_prefix, 0)))
@@ -265,7 +265,7 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
-                              kernel_init=_trunc_normal_init)
+                              kernel_init=trunc_normal_init)
     x = dense(self.hidden_dim, name='fc1')(x)
     return dense(self.out_dim, name='fc2')(nn.gelu(x, approximate=False))
 
@@ -281,7 +281,7 @@ class MultiScaleBlock(nn.Module):
     norm = functools.partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False,
                              dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     proj = functools.partial(nn.Dense, spec.dim_out, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                             kernel_init=_trunc_normal_init, name='proj')
+                             kernel_init=trunc_normal_init, name='proj')
     widens = spec.dim_in != spec.dim_out
 
     x_norm = norm(name='norm1')(x)
@@ -331,7 +331,7 @@ class MViTv2(nn.Module):
     x = x.reshape(batch, -1, cfg.embed_dim)
     num_prefix = 1 if cfg.cls_token else 0
     if cfg.cls_token:
-      cls = self.param('cls_token', _trunc_normal_init, (1, 1, cfg.embed_dim), cfg.param_dtype)
+      cls = self.param('cls_token', trunc_normal_init, (1, 1, cfg.embed_dim), cfg.param_dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, cfg.embed_dim)), x], 1)
 
     block = nn.remat(MultiScaleBlock, static_argnums=(2, 3)) if cfg.remat else MultiScaleBlock
@@ -350,7 +350,7 @@ class MViTv2(nn.Module):
     x = nn.Dropout(cfg.head_dropout_rate, deterministic=not train)(x)
     # NOTE: the official head applies softmax in eval mode; we always return logits.
     logits = nn.Dense(cfg.num_classes, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                      kernel_init=_trunc_normal_init, name='head')(x)
+                      kernel_init=trunc_normal_init, name='head')(x)
     return logits.astype(jnp.float32)
 
 

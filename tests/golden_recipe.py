@@ -50,3 +50,20 @@ def recipe_state_dict(keys_json_path):
   with open(keys_json_path) as f:
     entries = json.load(f)
   return {key: recipe(key, shape) for key, shape in entries}
+
+
+def write_safetensors(path, state_dict):
+  """Writes float32 arrays as a .safetensors file (for converter tests without torch)."""
+  header, offset, blobs = {}, 0, []
+  for key, value in state_dict.items():
+    blob = np.ascontiguousarray(value, dtype='<f4').tobytes()
+    header[key] = {'dtype': 'F32', 'shape': list(value.shape),
+                   'data_offsets': [offset, offset + len(blob)]}
+    offset += len(blob)
+    blobs.append(blob)
+  header_bytes = json.dumps(header).encode('utf-8')
+  with open(path, 'wb') as f:
+    f.write(len(header_bytes).to_bytes(8, 'little'))
+    f.write(header_bytes)
+    for blob in blobs:
+      f.write(blob)

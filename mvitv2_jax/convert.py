@@ -1,0 +1,228 @@
+"""Official PyTorch MViTv2 checkpoints -> Flax params, and the `convert` CLI.
+
+Accepts the original repository's `.pyth` files (state dict under `model_state`),
+bare state dicts (`.pth`/`.pt`) and `.safetensors`, in the official or timm key
+layout, plus Flax params checkpoints written by this CLI. Files are read by
+`torch_reader`, which never runs code from them and needs no torch.
+
+  python -m mvitv2_jax.convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
+"""
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from mvitv2_jax import models
+from mvitv2_jax import param_mapping
+from mvitv2_jax import rel_pos
+from mvitv2_jax import torch_reader
+
+_HEAD = (('head', 'kernel'), ('head', 'bias'))
+_MAX_LISTED = 12
+
+
+class ConversionError(ValueError):
+  """A checkpoint that does not fit the requested model; the message says how."""
+
+
+def expected_shapes(model: models.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Flax param path -> shape of `model`, computed without allocating params."""
+  size = model.cfg.image_size
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(shapes).items()}
+
+
+def _listing(title: str, items: list[str]) -> str:
+  shown = items[:_MAX_LISTED]
+  more = f' ... and {len(items) - len(shown)} more' if len(items) > len(shown) else ''
+  return f'\n  {title} ({len(items)}): {", ".join(shown)}{more}'
+
+
+def _is_rel_pos(path: tuple[str, ...]) -> bool:
+  return path[-1] in ('rel_pos_h', 'rel_pos_w')
+
+
+def guess_variant(state_dict: dict[str, np.ndarray]) -> str | None:
+  """The known variant whose tensors (except rel-pos lengths and head) match, if any."""
+  for name in models.model_names():
+    for dim_mul_in_att in (None, False, True):  # The variant as registered, then both layouts.
+      overrides = {} if dim_mul_in_att is None else {'dim_mul_in_att': dim_mul_in_att}
+      model = models.create_model(name, **overrides)
+      shapes = {param_mapping.flax_to_official_key(p): s for p, s in expected_shapes(model).items()}
+      if set(shapes) != set(state_dict):
+        continue
+      if all(shapes[k] == param_mapping.to_flax_layout(k, v).shape for k, v in state_dict.items()
+             if not k.startswith('head.') and not k.endswith(('rel_pos_h', 'rel_pos_w'))):
+        return name if dim_mul_in_att is None else f'{name} with dim_mul_in_att={dim_mul_in_att}'
+  return None
+
+
+def convert_state_dict(state_dict: dict[str, np.ndarray], model: models.MViTv2, *,
+                       drop_head: bool = False, seed: int = 0) -> dict[str, Any]:
+  """Maps a PyTorch MViTv2 state dict onto the params of `model`, strictly.
+
+  Every source tensor must be used once and every Flax param filled. Rel-pos
+  tables of another build size are resized by 1-D linear interpolation.
+
+  Args:
+    state_dict: official or timm keys -> arrays in PyTorch layout.
+    model: the target `MViTv2` (its config fixes shapes and table lengths).
+    drop_head: re-initialise the classifier (a new label set) instead of loading it.
+    seed: RNG seed for the re-initialised head.
+
+  Returns:
+    The float32 Flax params pytree.
+
+  Raises:
+    ConversionError: listing missing, unexpected and shape-mismatched tensors, and
+      naming the variant the checkpoint looks like.
+  """
+  cfg = model.cfg
+  if param_mapping.is_timm_layout(state_dict):
+    state_dict = param_mapping.timm_to_official(state_dict, cfg.depths)
+  expected = expected_shapes(model)
+  params, seen, unexpected, mismatched, head_mismatch = {}, set(), [], [], []
+  for key, value in state_dict.items():
+    path = param_mapping.official_to_flax_path(key)
+    value = param_mapping.to_flax_layout(key, np.asarray(value))
+    want = expected.get(path)
+    seen.add(path)
+    if want is None:
+      unexpected.append(key)
+    elif path in _HEAD and drop_head:
+      continue
+    elif _is_rel_pos(path) and value.ndim == 2 and value.shape[1:] == want[1:]:
+      params[path] = rel_pos.resize_table(value.astype(np.float32), want[0])
+    elif value.shape != want:
+      (head_mismatch if path in _HEAD else mismatched).append(
+          f'{key} {tuple(value.shape)} vs {want}')
+    else:
+      params[path] = value
+  if drop_head:
+    params.update(_fresh_head(expected, seed))
+  missing = [param_mapping.flax_to_official_key(p) for p in expected
+             if p not in seen and not (drop_head and p in _HEAD)]
+  if unexpected or missing or mismatched or head_mismatch:
+    message = f'Checkpoint does not fit {_describe(cfg)}:'
+    if missing:
+      message += _listing('missing', missing)
+    if unexpected:
+      message += _listing('unexpected', unexpected)
+    if mismatched:
+      message += _listing('shape mismatch (checkpoint vs model, Flax layout)', mismatched)
+    if head_mismatch:
+      message += _listing('head shape mismatch', head_mismatch)
+      message += ('\n  To fine-tune on a new label set, pass drop_head=True (CLI: --drop-head) '
+                  'to initialise a fresh head; or set num_classes to the checkpoint\'s.')
+    if missing or unexpected or mismatched:
+      guess = guess_variant(state_dict)
+      message += (f'\n  The checkpoint looks like {guess}.' if guess else
+                  '\n  It matches no known variant: is it an MViTv2 image checkpoint?')
+    raise ConversionError(message)
+  return traverse_util.unflatten_dict(
+      {path: np.asarray(value, np.float32) for path, value in params.items()})
+
+
+def _describe(cfg: models.MViTv2Config) -> str:
+  return (f'MViTv2 (embed_dim={cfg.embed_dim}, depths={tuple(cfg.depths)}, '
+          f'num_heads={cfg.num_heads}, dim_mul_in_att={cfg.dim_mul_in_att}, '
+          f'cls_token={cfg.cls_token}, num_classes={cfg.num_classes}, '
+          f'image_size={cfg.image_size})')
+
+
+def _fresh_head(expected, seed: int) -> dict:
+  kernel = models.trunc_normal_init(jax.random.key(seed), expected[_HEAD[0]], jnp.float32)
+  return {_HEAD[0]: np.asarray(kernel), _HEAD[1]: np.zeros(expected[_HEAD[1]], np.float32)}
+
+
+def params_to_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
+  """Flax params -> official-layout PyTorch state dict (NumPy arrays)."""
+  out = {}
+  for path, value in traverse_util.flatten_dict(params).items():
+    key = param_mapping.flax_to_official_key(path)
+    out[key] = param_mapping.to_torch_layout(key, np.asarray(value))
+  return out
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a PyTorch file or a Flax params checkpoint directory as an official state dict."""
+  if os.path.isdir(path):
+    from mvitv2_jax import checkpointing  # Orbax is only needed for converted checkpoints.
+    return params_to_state_dict(checkpointing.restore_params(path))
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'No checkpoint at {path}')
+  return torch_reader.read_state_dict(path)
+
+
+def load_params(path: str, model_name: str, *, num_classes: int | None = None,
+                image_size: int | None = None, drop_head: bool = False, seed: int = 0,
+                **overrides) -> dict[str, Any]:
+  """Loads a checkpoint as Flax params for `models.create_model(model_name, ...)`.
+
+  Args:
+    path: `.pyth`/`.pth`/`.pt`/`.safetensors` file (official or timm layout), or a
+      params checkpoint directory written by `python -m mvitv2_jax.convert`.
+    model_name: a name from `models.model_names()`.
+    num_classes: classifier width of the target model (default: the variant's).
+    image_size: build size of the target model (rel-pos tables are resized to it).
+    drop_head: initialise the head fresh instead of loading it (required when
+      num_classes differs from the checkpoint's).
+    seed: RNG seed for a fresh head.
+    **overrides: other `MViTv2Config` fields (e.g. `cls_residual_q`).
+
+  Returns:
+    The float32 params pytree.
+  """
+  if image_size is not None:
+    overrides['image_size'] = image_size
+  model = models.create_model(model_name, num_classes=num_classes, **overrides)
+  return convert_state_dict(read_state_dict(path), model, drop_head=drop_head, seed=seed)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m mvitv2_jax.convert',
+      description='Convert an MViTv2 PyTorch checkpoint (official .pyth, timm .pth/.safetensors) '
+                  'to a Flax params checkpoint (orbax).')
+  parser.add_argument('src', help='PyTorch checkpoint file')
+  parser.add_argument('dst', help='output directory (must not exist)')
+  parser.add_argument('--model', required=True, help=f'one of: {", ".join(models.model_names())}')
+  parser.add_argument('--num-classes', type=int, default=None)
+  parser.add_argument('--image-size', type=int, default=None,
+                      help='build size of the target model; rel-pos tables are resized to it')
+  parser.add_argument('--drop-head', action='store_true',
+                      help='initialise a fresh head (for a different number of classes)')
+  parser.add_argument('--cls-residual-q', action='store_true',
+                      help='cls variants: residual pooling also adds q to the cls token (timm)')
+  args = parser.parse_args(argv)
+  overrides = {'cls_residual_q': True} if args.cls_residual_q else {}
+  dst = os.path.abspath(args.dst)
+  if os.path.exists(dst):
+    print(f'error: {dst} already exists; choose a new output directory', file=sys.stderr)
+    return 2
+  start = time.time()
+  try:
+    params = load_params(args.src, args.model, num_classes=args.num_classes,
+                         image_size=args.image_size, drop_head=args.drop_head, **overrides)
+  except (ConversionError, torch_reader.CheckpointFormatError, FileNotFoundError,
+          ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  from mvitv2_jax import checkpointing
+  checkpointing.save_params(dst, params)
+  leaves = jax.tree_util.tree_leaves(params)
+  print(f'Converted {args.src} -> {dst}: {args.model}, {len(leaves)} tensors, '
+        f'{sum(x.size for x in leaves):,} params, {time.time() - start:.1f} s')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

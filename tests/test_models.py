@@ -1,0 +1,215 @@
+"""Model structure: parameter counts, block plan, shapes, sizes, dtypes, init."""
+
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from mvitv2_jax import convert
+from mvitv2_jax import models
+from mvitv2_jax import rel_pos
+import golden_recipe
+
+DATA = pathlib.Path(__file__).parent / 'data'
+TINY = dict(embed_dim=8, depths=(1, 1, 2, 1), image_size=64, num_classes=10)
+
+# Counts of the original PyTorch models at 224 (MVITV2_REFERENCE.md §1.2).
+PARAM_COUNTS = {
+    ('mvitv2_t', 1000): 24_173_320,
+    ('mvitv2_s', 1000): 34_870_216,
+    ('mvitv2_b', 1000): 51_472_744,
+    ('mvitv2_l', 1000): 217_992_952,
+    ('mvitv2_b_cls', 1000): 51_472_840,
+    ('mvitv2_l_cls', 1000): 213_635_512,
+    ('mvitv2_h_cls', 1000): 666_879_912,
+    ('mvitv2_b_cls', 19168): 65_444_032,
+    ('mvitv2_l_cls', 19168): 234_583_216,
+    ('mvitv2_h_cls', 19168): 694_804_128,
+}
+
+
+def count(model):
+  return sum(math.prod(s) for s in convert.expected_shapes(model).values())
+
+
+@pytest.mark.parametrize('name,classes', list(PARAM_COUNTS))
+def test_param_count_equals_original(name, classes):
+  assert count(models.create_model(name, num_classes=classes)) == PARAM_COUNTS[name, classes]
+
+
+@pytest.mark.parametrize('variant,name,overrides', [
+    ('t', 'mvitv2_t', {}), ('s', 'mvitv2_s', {}), ('b', 'mvitv2_b', {}), ('l', 'mvitv2_l', {}),
+    ('b_cls', 'mvitv2_b_cls', {}), ('tiny', 'mvitv2_t', TINY),
+    ('tiny_cls', 'mvitv2_t', dict(embed_dim=8, num_heads=2, depths=(2, 2, 2, 1),
+                                  dim_mul_in_att=False, cls_token=True, image_size=64)),
+])
+def test_block_plan_matches_original(variant, name, overrides):
+  want = json.loads((DATA / f'config_{variant}.json').read_text())['blocks']
+  specs = models.block_specs(models.variant_config(name, **overrides))
+  assert len(specs) == len(want)
+  for spec, block in zip(specs, want):
+    assert (spec.dim_in, spec.dim_out, spec.att_dim, spec.num_heads) == (
+        block['dim_in'], block['dim_out'], block['att_dim'], block['heads']), block['index']
+    assert spec.q_stride == block['q_stride'][0] and spec.kv_stride == block['kv_stride'][0]
+    assert spec.rel_pos_len == block['rel_pos_len']
+    assert (spec.q_stride > 1) == block['skip_maxpool']
+
+
+def test_rel_pos_index_against_brute_force():
+  for q, k in [(56, 14), (28, 28), (28, 14), (14, 28), (14, 14), (7, 14), (7, 7), (2, 3), (3, 2),
+               (12, 3), (5, 7)]:
+    got = rel_pos.rel_pos_index(q, k)
+    for i in range(q):
+      for j in range(k):
+        qr, kr = max(k / q, 1.0), max(q / k, 1.0)
+        assert got[i, j] == int(np.float32(np.float32(i * np.float32(qr)) - np.float32(j * np.float32(kr)))
+                                + np.float32((k - 1) * kr)), (q, k, i, j)
+  # The closed forms of the reference sheet at 224.
+  i, j = np.arange(56)[:, None], np.arange(14)[None, :]
+  np.testing.assert_array_equal(rel_pos.rel_pos_index(56, 14), i - 4 * j + 52)
+  i, j = np.arange(14)[:, None], np.arange(28)[None, :]
+  np.testing.assert_array_equal(rel_pos.rel_pos_index(14, 28), 2 * i - j + 27)
+
+
+def test_resize_table_is_torch_linear_interpolation():
+  table = np.arange(5, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], np.float32)
+  np.testing.assert_array_equal(rel_pos.resize_table(table, 5), table)
+  # F.interpolate(arange(5), size=10, mode='linear', align_corners=False), worked by hand.
+  want = np.array([0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75, 4], np.float32)
+  np.testing.assert_allclose(rel_pos.resize_table(table, 10)[:, 0], want, atol=1e-6)
+  np.testing.assert_allclose(rel_pos.resize_table(table, 10)[:, 1], -2 * want, atol=1e-6)
+  np.testing.assert_allclose(rel_pos.resize_table(table, 3)[:, 0], [1 / 3, 2, 11 / 3],
+                             atol=1e-6)
+
+
+def test_unknown_model_lists_known_names():
+  with pytest.raises(ValueError, match='mvitv2_s.*|Known models.*mvitv2_s'):
+    models.create_model('mvitv2_xl')
+  with pytest.raises(ValueError, match='Unknown model options'):
+    models.create_model('mvitv2_s', bogus=1)
+
+
+@pytest.mark.parametrize('size', [224, 256, 384, 512])
+def test_build_sizes(size):
+  model = models.create_model('mvitv2_s', image_size=size)
+  images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  logits = jax.eval_shape(model.apply, variables, images)
+  assert logits.shape == (2, 1000) and logits.dtype == jnp.float32
+  table = variables['params']['blocks_0']['attn']['rel_pos_h']
+  assert table.shape == (2 * (size // 4) - 1, 96)
+
+
+def test_features_only_gives_four_stage_maps():
+  model = models.create_model('mvitv2_b_cls')
+  images = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  features = jax.eval_shape(lambda v, x: model.apply(v, x, features_only=True), variables, images)
+  assert [f.shape for f in features] == [(2, 56, 56, 96), (2, 28, 28, 192), (2, 14, 14, 384),
+                                         (2, 7, 7, 768)]
+
+
+def test_input_larger_than_build_size_is_a_clear_error():
+  model = models.create_model('mvitv2_t', **TINY)
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  with pytest.raises(ValueError, match='larger image_size'):
+    jax.eval_shape(model.apply, variables, jnp.zeros((1, 96, 96, 3)))
+
+
+@pytest.fixture(scope='module')
+def tiny_golden():
+  model = models.create_model('mvitv2_t', **TINY)
+  state_dict = golden_recipe.recipe_state_dict(DATA / 'keys_tiny.json')
+  params = convert.convert_state_dict(state_dict, model)
+  return params, np.load(DATA / 'golden_tiny.npz')['input_nhwc']
+
+
+def test_bf16_compute_stays_close_to_fp32(tiny_golden):
+  params, images = tiny_golden
+  fp32 = models.create_model('mvitv2_t', **TINY)
+  bf16 = models.create_model('mvitv2_t', **TINY, dtype='bfloat16')
+  want = jax.jit(lambda p, x: fp32.apply({'params': p}, x))(params, images)
+  got = jax.jit(lambda p, x: bf16.apply({'params': p}, x))(params, images)
+  assert got.dtype == jnp.float32
+  # bf16 keeps 8 mantissa bits; logits here have std ~5. Stated tolerance: 2% of the range.
+  err = np.abs(np.asarray(got) - np.asarray(want)).max()
+  assert err < 0.02 * np.abs(np.asarray(want)).max(), err
+  assert np.array_equal(np.argmax(got, -1), np.argmax(want, -1))
+
+
+def test_bf16_params_stay_fp32():
+  model = models.create_model('mvitv2_t', **TINY, dtype='bfloat16')
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))['params']
+  assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)} == {jnp.dtype('float32')}
+
+
+def test_drop_path_in_train_mode_only(tiny_golden):
+  params, images = tiny_golden
+  model = models.create_model('mvitv2_t', **TINY, drop_path_rate=0.5)
+  apply = jax.jit(lambda p, x, train, rng: model.apply({'params': p}, x, train=train,
+                                                        rngs={'dropout': rng}),
+                  static_argnums=2)
+  plain = models.create_model('mvitv2_t', **TINY).apply({'params': params}, images)
+  np.testing.assert_allclose(apply(params, images, False, jax.random.key(0)), plain, atol=1e-5)
+  a = apply(params, images, True, jax.random.key(1))
+  b = apply(params, images, True, jax.random.key(1))
+  c = apply(params, images, True, jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, plain) and not np.allclose(a, c)
+
+
+def test_remat_gives_the_same_gradients(tiny_golden):
+  params, images = tiny_golden
+
+  def grads(remat):
+    model = models.create_model('mvitv2_t', **TINY, remat=remat)
+    return jax.grad(lambda p: model.apply({'params': p}, images).sum())(params)
+
+  for a, b in zip(jax.tree_util.tree_leaves(grads(False)), jax.tree_util.tree_leaves(grads(True))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_init_follows_original():
+  model = models.create_model('mvitv2_s')
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))['params']
+  flat = {'/'.join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+  assert abs(flat['blocks_3/attn/qkv/kernel'].std() - 0.02) < 0.001
+  assert abs(flat['head/kernel'].std() - 0.02) < 0.001
+  assert abs(flat['blocks_3/attn/rel_pos_h'].std() - 0.02) < 0.002
+  assert not flat['blocks_3/mlp/fc1/bias'].any()
+  assert (flat['blocks_3/norm1/scale'] == 1).all() and not flat['blocks_3/norm1/bias'].any()
+  # PyTorch's default conv init: U(+-1/sqrt(fan_in)), fan_in 9 for the pooling kernels.
+  pool = flat['blocks_3/attn/pool_q']
+  assert pool.shape == (3, 3, 1, 96) and np.abs(pool).max() <= 1 / 3
+  assert np.abs(flat['patch_embed/kernel']).max() <= 1 / np.sqrt(3 * 49)
+
+
+@pytest.mark.parametrize('mode', ['avg', 'max'])
+def test_pooling_ablation_modes(mode, tiny_golden):
+  _, images = tiny_golden
+  model = models.create_model('mvitv2_t', **TINY, pool_mode=mode)
+  variables = model.init(jax.random.key(0), images)
+  attn = variables['params']['blocks_0']['attn']
+  assert 'pool_q' not in attn and 'norm_q' not in attn  # No conv, no norm, as the original.
+  logits = model.apply(variables, images)
+  assert logits.shape == (2, 10) and np.isfinite(logits).all()
+
+
+def test_forward_compiles_once_under_jit(tiny_golden):
+  params, images = tiny_golden
+  model = models.create_model('mvitv2_t', **TINY)
+  traces = []
+
+  @jax.jit
+  def forward(p, x):
+    traces.append(1)
+    return model.apply({'params': p}, x)
+
+  for _ in range(3):
+    forward(params, images + 1.0).block_until_ready()
+  assert len(traces) == 1
