@@ -1,0 +1,471 @@
+"""Trains and evaluates MViTv2 on ImageNet: one jitted step over a 'data' mesh.
+
+The same code runs on one CPU and on many hosts: host batches become global
+arrays sharded over every device, params are replicated (or FSDP-sharded with
+`config.shard_params`), and XLA inserts the gradient all-reduce.
+"""
+
+import functools
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+
+from mvitv2_jax import checkpointing
+from mvitv2_jax import convert
+from mvitv2_jax import input_pipeline
+from mvitv2_jax import metrics
+from mvitv2_jax import mixup
+from mvitv2_jax import models
+from mvitv2_jax import optim
+from mvitv2_jax import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 []: updates done so far.
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # Base key; each step folds its step number in.
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """The model named by `config.model`, built for `config.image_size`."""
+  return models.create_model(
+      config.model, num_classes=config.num_classes,
+      image_size=config.image_size, drop_path_rate=config.drop_path_rate,
+      dtype=config.dtype, **config.model_overrides.to_dict())
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
+  """Updates per pass over the train split (the last partial batch dropped)."""
+  n = input_pipeline.num_examples(config, config.train_split)
+  return max(n // config.batch_size, 1)
+
+
+def num_train_steps(config: ml_collections.ConfigDict) -> int:
+  """`config.num_train_steps`, or derived from `config.num_epochs`."""
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return int(config.num_epochs * steps_per_epoch(config))
+
+
+def _state_init_fn(config, model, tx):
+  """`rng -> TrainState` at step 0."""
+
+  def init(rng):
+    params_rng, base_rng = jax.random.split(rng)
+    images = jnp.zeros((1, config.image_size, config.image_size, 3))
+    params = model.init({'params': params_rng}, images, train=False)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), rng=base_rng)
+
+  return init
+
+
+def abstract_train_state(
+    config: ml_collections.ConfigDict, model: nn.Module,
+    tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
+) -> tuple[TrainState, Any]:
+  """Shape structs of the train state, carrying their target shardings.
+
+  Args:
+    config: the run config (`seed`, `image_size`, `shard_params`).
+    model: the Flax module.
+    tx: the optimizer.
+    mesh: the device mesh.
+
+  Returns:
+    The abstract state (what a restore needs) and its shardings.
+  """
+  shapes = jax.eval_shape(_state_init_fn(config, model, tx),
+                          jax.random.PRNGKey(config.seed))
+  shardings = sharding.state_shardings(shapes, mesh, config.shard_params)
+  return _abstract(shapes, shardings), shardings
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict, model: nn.Module,
+    tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
+) -> tuple[TrainState, Any]:
+  """Initialises params and optimizer state directly in their shardings.
+
+  Args:
+    config: the run config (`seed`, `image_size`, `shard_params`).
+    model: the Flax module.
+    tx: the optimizer.
+    mesh: the device mesh.
+
+  Returns:
+    The state at step 0 and the pytree of its shardings.
+  """
+  _, shardings = abstract_train_state(config, model, tx, mesh)
+  init = jax.jit(_state_init_fn(config, model, tx), out_shardings=shardings)
+  return init(jax.random.PRNGKey(config.seed)), shardings
+
+
+def _split_micro_batches(x: jax.Array, k: int,
+                         mesh: jax.sharding.Mesh) -> jax.Array:
+  """`[B, ...]` -> `[k, B/k, ...]`; each micro-batch spans every device."""
+  # Row i goes to micro-batch i % k, so every device's rows are spread over
+  # all micro-batches and no data moves between devices.
+  x = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+  return jax.lax.with_sharding_constraint(
+      x, NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+               model: nn.Module, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, config: ml_collections.ConfigDict,
+               mesh: jax.sharding.Mesh) -> tuple[TrainState, dict[str, Any]]:
+  """One AdamW update on a global batch (mixup, drop path, clipping).
+
+  Args:
+    state: the train state.
+    batch: `image` float `[B, S, S, 3]`, `label` int32 `[B]`, sharded on 'data'.
+    model: the Flax module.
+    tx: the optimizer.
+    schedule: the learning-rate schedule (for the metrics).
+    config: the run config (`aug.*`, `num_classes`, `optim.grad_accum_steps`).
+    mesh: the device mesh.
+
+  Returns:
+    The new state and scalars `loss`, `accuracy`, `lr`, `grad_norm`.
+  """
+  mix_rng, drop_rng = jax.random.split(
+      jax.random.fold_in(state.rng, state.step))
+  a = config.aug
+  images, targets = mixup.mix_batch(
+      mix_rng, batch['image'], batch['label'], config.num_classes,
+      mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha,
+      mixup_prob=a.mixup_prob, cutmix_switch_prob=a.cutmix_switch_prob,
+      label_smoothing=a.label_smoothing)
+
+  def loss_fn(params, images, targets, labels, rng):
+    logits = model.apply({'params': params}, images, train=True,
+                         rngs={'dropout': rng})
+    loss = jnp.mean(metrics.cross_entropy(logits, targets))
+    return loss, jnp.mean(metrics.topk_correct(logits, labels, 1))
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  k = config.optim.grad_accum_steps
+  if k == 1:
+    (loss, accuracy), grads = grad_fn(
+        state.params, images, targets, batch['label'], drop_rng)
+  else:
+    # Mixup saw the whole batch above; micro-batches only split the compute.
+    micro = jax.tree.map(lambda x: _split_micro_batches(x, k, mesh),
+                         (images, targets, batch['label']))
+
+    def accumulate(carry, xs):
+      i, (images, targets, labels) = xs
+      (loss, accuracy), grads = grad_fn(
+          state.params, images, targets, labels,
+          jax.random.fold_in(drop_rng, i))
+      return jax.tree.map(jnp.add, carry, (loss, accuracy, grads)), None
+
+    zeros = (jnp.zeros(()), jnp.zeros(()),
+             jax.tree.map(jnp.zeros_like, state.params))
+    sums, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(k), micro))
+    loss, accuracy, grads = jax.tree.map(lambda s: s / k, sums)
+
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state)
+  return new_state, {
+      'loss': loss, 'accuracy': accuracy, 'lr': schedule(state.step),
+      'grad_norm': optax.tree.norm(grads)}
+
+
+def eval_step(params: Any, batch: dict[str, jax.Array], *,
+              model: nn.Module) -> dict[str, jax.Array]:
+  """Sums of loss, top-1, top-5 and count over the unmasked examples."""
+  logits = model.apply({'params': params}, batch['image'], train=False)
+  return metrics.eval_sums(logits, batch['label'], batch['mask'])
+
+
+def make_train_step(config, model, tx, schedule, mesh, state_shardings):
+  """`train_step` jitted once, the state donated and kept in its shardings."""
+  step = functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                           config=config, mesh=mesh)
+  return jax.jit(
+      step, in_shardings=(state_shardings, sharding.data_sharding(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+
+
+def make_eval_step(model, mesh, params_shardings):
+  """`eval_step` jitted once."""
+  return jax.jit(
+      functools.partial(eval_step, model=model),
+      in_shardings=(params_shardings, sharding.data_sharding(mesh)),
+      out_shardings=sharding.replicated(mesh))
+
+
+def evaluate(config: ml_collections.ConfigDict, eval_fn, params: Any,
+             mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """One pass over the eval split; padded examples count zero.
+
+  Args:
+    config: the run config (eval split and batch size).
+    eval_fn: the jitted `eval_step`.
+    params: model params.
+    mesh: the device mesh.
+
+  Returns:
+    Mean `loss`, `top1`, `top5` and the example `count`.
+  """
+  acc = metrics.Accumulator()
+  for batch in sharding.prefetch(
+      input_pipeline.create_eval_iterator(config), mesh):
+    acc.add(eval_fn(params, batch))
+  sums = acc.sums()
+  count = sums['count']
+  return {'loss': sums['loss'] / count, 'top1': sums['top1'] / count,
+          'top5': sums['top5'] / count, 'count': count}
+
+
+def _load_init_params(config: ml_collections.ConfigDict, init_params: Any,
+                      params_shardings: Any) -> Any:
+  """Params from `config.init_from`; missing ones (a dropped head) keep init.
+
+  Args:
+    config: the run config (`init_from`, `init_drop_head`, model fields).
+    init_params: freshly initialised params (the template).
+    params_shardings: where the params live.
+
+  Returns:
+    The params, placed in `params_shardings`.
+  """
+  loaded = convert.load_params(
+      config.init_from, config.model, num_classes=config.num_classes,
+      image_size=config.image_size, drop_head=config.init_drop_head,
+      **config.model_overrides.to_dict())
+  flat = flax.traverse_util.flatten_dict(jax.device_get(init_params))
+  new = flax.traverse_util.flatten_dict(flax.core.unfreeze(loaded))
+  unknown = sorted('/'.join(k) for k in new if k not in flat)
+  wrong = sorted('/'.join(k) for k in new
+                 if k in flat and np.shape(new[k]) != np.shape(flat[k]))
+  if unknown or wrong:
+    raise ValueError(
+        f'{config.init_from} does not fit {config.model}: unknown params '
+        f'{unknown}, wrong shapes {wrong}.')
+  kept = sorted('/'.join(k) for k in flat if k not in new)
+  if kept:
+    logging.info('Not in %s, kept from init: %s', config.init_from, kept)
+  flat.update({k: np.asarray(v, np.float32) for k, v in new.items()})
+  return jax.device_put(flax.traverse_util.unflatten_dict(flat),
+                        params_shardings)
+
+
+def _abstract(tree: Any, shardings: Any) -> Any:
+  """Shape structs carrying the target shardings, for restoring."""
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      tree, shardings)
+
+
+def _check_batch_sizes(config: ml_collections.ConfigDict):
+  n = jax.device_count()
+  k = config.optim.grad_accum_steps
+  if config.batch_size % (n * k):
+    raise ValueError(f'batch_size {config.batch_size} must divide by '
+                     f'devices ({n}) x grad_accum_steps ({k}).')
+  if config.eval_batch_size % n:
+    raise ValueError(f'eval_batch_size {config.eval_batch_size} must divide '
+                     f'by the device count ({n}).')
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop polls, so it can save and exit."""
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint, then exiting.')
+    self._flag.set()
+
+  def requested(self, at_boundary: bool) -> bool:
+    """Whether to stop now; all processes agree, checked at log boundaries."""
+    if jax.process_count() == 1:
+      return self._flag.is_set()
+    if not at_boundary:
+      return False
+    flags = multihost_utils.process_allgather(np.int32(self._flag.is_set()))
+    return bool(np.max(flags))
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str):
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Runs `config.mode` ('train' or 'eval') with outputs in `workdir`.
+
+  Args:
+    config: the run config (see configs/default.py).
+    workdir: checkpoints, TensorBoard files and the resolved config go here;
+      a train run resumes from the latest checkpoint found in it.
+
+  Returns:
+    The final `TrainState` ('train') or the eval metrics dict ('eval').
+  """
+  workdir = os.path.abspath(workdir)
+  _write_config(config, workdir)
+  _check_batch_sizes(config)
+  mesh = sharding.create_mesh()
+  with jax.set_mesh(mesh):
+    if config.mode == 'train':
+      return _train(config, workdir, mesh)
+    if config.mode == 'eval':
+      return _evaluate_only(config, workdir, mesh)
+  raise ValueError(f"mode must be 'train' or 'eval', not {config.mode!r}.")
+
+
+def _evaluate_only(config, workdir, mesh) -> dict[str, float]:
+  """Evaluates `init_from` weights, or else the workdir's latest checkpoint."""
+  model = create_model(config)
+  tx = optim.create_optimizer(config, lambda _: 0.0)
+  if config.init_from:
+    # Only params are materialised: no optimizer state for a pure eval.
+    def init(rng):
+      images = jnp.zeros((1, config.image_size, config.image_size, 3))
+      return model.init({'params': rng}, images, train=False)['params']
+
+    rng = jax.random.PRNGKey(config.seed)
+    params_shardings = sharding.state_shardings(
+        jax.eval_shape(init, rng), mesh, config.shard_params)
+    params = jax.jit(init, out_shardings=params_shardings)(rng)
+    params = _load_init_params(config, params, params_shardings)
+    step = 0
+  else:
+    ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+    step = ckpt.latest_step()
+    if step is None:
+      raise ValueError(f'mode=eval needs init_from or a checkpoint in {workdir}.')
+    abstract, shardings = abstract_train_state(config, model, tx, mesh)
+    params = ckpt.restore(step, abstract).params
+    params_shardings = shardings.params
+    ckpt.close()
+  eval_fn = make_eval_step(model, mesh, params_shardings)
+  results = evaluate(config, eval_fn, params, mesh)
+  logging.info('Eval of %s: %s', config.init_from or f'step {step}', results)
+  writer = metrics.SummaryWriter(workdir)
+  writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
+  writer.close()
+  return results
+
+
+def _train(config, workdir, mesh) -> TrainState:
+  """The train loop: resume, step, log, evaluate, checkpoint, stop cleanly."""
+  epoch_steps = steps_per_epoch(config)
+  total_steps = num_train_steps(config)
+  eval_every = (config.eval_every_steps if config.eval_every_steps > 0
+                else epoch_steps)
+  schedule = optim.create_schedule(config, epoch_steps, total_steps)
+  tx = optim.create_optimizer(config, schedule)
+  model = create_model(config)
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  last_saved = ckpt.latest_step()
+  if last_saved is not None:
+    logging.info('Resuming from the checkpoint of step %d.', last_saved)
+    abstract, shardings = abstract_train_state(config, model, tx, mesh)
+    state = ckpt.restore(last_saved, abstract)
+  else:
+    state, shardings = create_train_state(config, model, tx, mesh)
+    if config.init_from:
+      logging.info('Initialising params from %s.', config.init_from)
+      state = state.replace(params=_load_init_params(
+          config, state.params, shardings.params))
+  start_step = int(state.step)
+  logging.info('Training steps %d..%d (%d per epoch) on %d devices.',
+               start_step, total_steps, epoch_steps, jax.device_count())
+
+  train_fn = make_train_step(config, model, tx, schedule, mesh, shardings)
+  eval_fn = make_eval_step(model, mesh, shardings.params)
+  writer = metrics.SummaryWriter(workdir)
+  preemption = _Preemption()
+  batches = sharding.prefetch(
+      input_pipeline.create_train_iterator(config, start_step=start_step),
+      mesh)
+  pending = []  # Step metrics not yet fetched: fetching would sync.
+  window_start, window_step = time.time(), start_step
+  try:
+    for step in range(start_step, total_steps):
+      state, step_metrics = train_fn(state, next(batches))
+      pending.append(step_metrics)
+      done = step + 1
+      at_log = done % config.log_every_steps == 0
+      stop = preemption.requested(at_log)
+      is_last = done == total_steps or stop
+      save = done % config.checkpoint_every_steps == 0 or is_last
+      run_eval = done % eval_every == 0 or done == total_steps
+      if not (at_log or save or run_eval or is_last):
+        continue
+
+      # Check the loss before anything is saved: a NaN state is never written.
+      history = jax.device_get(pending)
+      pending = []
+      for i, m in enumerate(history):
+        if not np.isfinite(m['loss']):
+          bad_step = done - len(history) + i + 1
+          raise FloatingPointError(
+              f'Loss is {m["loss"]} at step {bad_step}; stopping. The last '
+              f'good checkpoint is step {last_saved} in {workdir}.')
+      means = {k: float(np.mean([m[k] for m in history])) for k in history[0]}
+      elapsed = time.time() - window_start
+      steps_per_s = (done - window_step) / elapsed
+      window_start, window_step = time.time(), done
+      logging.info(
+          'step %d/%d  loss %.4f  acc %.3f  lr %.3g  |g| %.3f  %.1f img/s  '
+          'ETA %.1f min', done, total_steps, means['loss'], means['accuracy'],
+          means['lr'], means['grad_norm'], steps_per_s * config.batch_size,
+          (total_steps - done) / steps_per_s / 60)
+      writer.scalars(done, {f'train/{k}': v for k, v in means.items()}
+                     | {'train/images_per_s': steps_per_s * config.batch_size})
+
+      if save:
+        ckpt.save(done, state)
+        last_saved = done
+      if run_eval:
+        results = evaluate(config, eval_fn, state.params, mesh)
+        logging.info('step %d eval: loss %.4f  top-1 %.4f  top-5 %.4f '
+                     '(%d images)', done, results['loss'], results['top1'],
+                     results['top5'], results['count'])
+        writer.scalars(done, {f'eval/{k}': v for k, v in results.items()})
+        ckpt.save_best(done, state.params, results['top1'])
+        window_start = time.time()  # Eval time is not training throughput.
+      if stop:
+        logging.warning('Stopped at step %d on SIGTERM (checkpoint saved).',
+                        done)
+        break
+  finally:
+    batches.close()
+    preemption.restore()
+    ckpt.wait_until_finished()
+    ckpt.close()
+    writer.close()
+  return state

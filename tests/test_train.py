@@ -1,0 +1,193 @@
+"""End-to-end trainer tests on a tiny MViTv2 and synthetic data (CPU)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import synthetic_data
+import train_helpers
+from mvitv2_jax import metrics
+from mvitv2_jax import optim
+from mvitv2_jax import sharding
+from mvitv2_jax import train
+
+# The reference run: 20 steps, checkpoints every 5, evals at 10 and 20. No
+# mixup, so that it learns visibly in 20 steps (the multi-device check mixes).
+RUN = {'num_train_steps': 20, 'aug.mixup_alpha': 0.0, 'aug.cutmix_alpha': 0.0,
+       'optim.base_lr': 0.1}
+
+
+class RecordingWriter:
+  """Stands in for `metrics.SummaryWriter`; keeps every scalar."""
+
+  def __init__(self, logdir):
+    del logdir
+    self.scalars_by_step = {}
+    RecordingWriter.last = self
+
+  def scalars(self, step, values):
+    self.scalars_by_step.setdefault(step, {}).update(values)
+
+  def close(self):
+    pass
+
+
+def _train(workdir, **overrides):
+  """`train_and_evaluate` in-process; returns (result, recorded scalars)."""
+  return train.train_and_evaluate(
+      train_helpers.tiny_config(**overrides), str(workdir)), \
+      RecordingWriter.last.scalars_by_step
+
+
+@pytest.fixture(autouse=True)
+def _synthetic(monkeypatch):
+  monkeypatch.setattr(train, 'input_pipeline', synthetic_data)
+  monkeypatch.setattr(metrics, 'SummaryWriter', RecordingWriter)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """The uninterrupted run; its steps must each trace exactly once."""
+  workdir = tmp_path_factory.mktemp('reference')
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train, 'input_pipeline', synthetic_data)
+    mp.setattr(metrics, 'SummaryWriter', RecordingWriter)
+    mp.setattr(train, 'train_step', chex.assert_max_traces(train.train_step, 1))
+    mp.setattr(train, 'eval_step', chex.assert_max_traces(train.eval_step, 1))
+    state, scalars = _train(workdir, **RUN)
+  return workdir, jax.device_get(state.params), scalars
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(x - y)))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_loss_goes_down_and_outputs_written(reference):
+  workdir, _, scalars = reference
+  assert scalars[20]['train/loss'] < 0.8 * scalars[5]['train/loss'], scalars
+  assert scalars[20]['eval/top1'] > 0.5, scalars[20]
+  for key in ('train/accuracy', 'train/lr', 'train/grad_norm',
+              'train/images_per_s', 'eval/top5', 'eval/loss'):
+    assert np.isfinite(scalars[20][key]), key
+  assert json.load(open(workdir / 'config.json'))['model'] == 'mvitv2_demo'
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['10', '15', '20']
+  assert len(os.listdir(workdir / 'best')) == 1
+
+
+def test_eval_counts_every_example_once(reference):
+  _, _, scalars = reference
+  # 37 examples in batches of 8: the padded 3 of the last batch count zero.
+  assert scalars[10]['eval/count'] == 37
+  assert scalars[20]['eval/count'] == 37
+
+
+def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
+  _, ref_params, _ = reference
+  proc = train_helpers.run_train_subprocess(str(tmp_path), RUN, wait=False)
+  ckpt = tmp_path / 'checkpoints' / '10'
+  deadline = time.time() + 500
+  while not ckpt.is_dir() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.kill()
+  out, _ = proc.communicate()
+  assert ckpt.is_dir(), out
+  assert not (tmp_path / 'checkpoints' / '20').exists(), 'killed too late'
+  state, _ = _train(tmp_path, **RUN)
+  assert int(state.step) == 20
+  assert _max_diff(jax.device_get(state.params), ref_params) <= 1e-6
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  proc = train_helpers.run_train_subprocess(
+      str(tmp_path), {'num_train_steps': 100_000, 'log_every_steps': 1},
+      wait=False)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if 'step 3/' in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  out = ''.join(lines) + proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, out
+  assert 'DONE' in out
+  steps = [int(s) for s in os.listdir(tmp_path / 'checkpoints')]
+  assert steps and 3 <= max(steps) < 100_000, steps
+  assert glob.glob(str(tmp_path / 'events.out.tfevents.*')), os.listdir(tmp_path)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+
+  class PoisonedData:
+    """Synthetic data whose images turn NaN from step index 7 (update 8)."""
+    num_examples = staticmethod(synthetic_data.num_examples)
+    create_eval_iterator = staticmethod(synthetic_data.create_eval_iterator)
+
+    @staticmethod
+    def create_train_iterator(config, *, start_step=0):
+      it = synthetic_data.create_train_iterator(config, start_step=start_step)
+      for step, batch in enumerate(it, start_step):
+        if step >= 7:
+          batch['image'] = np.full_like(batch['image'], np.nan)
+        yield batch
+
+  monkeypatch.setattr(train, 'input_pipeline', PoisonedData)
+  with pytest.raises(FloatingPointError, match='step 8;.*checkpoint is step 5'):
+    _train(tmp_path, **RUN)
+  assert os.listdir(tmp_path / 'checkpoints') == ['5']
+
+  config = train_helpers.tiny_config(**RUN)
+  mesh = sharding.create_mesh()
+  tx = optim.create_optimizer(config, lambda _: 0.0)
+  abstract, _ = train.abstract_train_state(
+      config, train.create_model(config), tx, mesh)
+  ckpt = train.checkpointing.Checkpointer(str(tmp_path), 1)
+  state = ckpt.restore(5, abstract)
+  ckpt.close()
+  assert int(state.step) == 5
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+
+
+def test_eval_only_from_init_from(reference, tmp_path, monkeypatch):
+  _, ref_params, scalars = reference
+  calls = []
+
+  def load_params(path, model_name, **kwargs):
+    calls.append((path, model_name, kwargs))
+    return ref_params
+
+  monkeypatch.setattr(train.convert, 'load_params', load_params)
+  results, _ = _train(tmp_path, mode='eval', init_from='/weights')
+  assert calls[0][:2] == ('/weights', 'mvitv2_demo')
+  assert calls[0][2]['num_classes'] == 10
+  assert calls[0][2]['image_size'] == 32
+  assert calls[0][2]['drop_head'] is False
+  assert results['count'] == 37
+  assert results['top1'] == pytest.approx(scalars[20]['eval/top1'])
+  assert results['loss'] == pytest.approx(scalars[20]['eval/loss'], rel=1e-5)
+
+
+def test_sharded_step_matches_single_device():
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [train_helpers.REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
+  out = subprocess.run(
+      [sys.executable, os.path.join(train_helpers.TESTS_DIR,
+                                    'multidevice_check.py')],
+      env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert out.returncode == 0, out.stderr[-5000:]
+  results = json.loads(out.stdout.strip().splitlines()[-1])
+  assert set(results) == {'replicated', 'shard_params', 'grad_accum'}
+  for name, diff in results.items():
+    assert diff['loss'] < 1e-5, (name, diff)
+    assert diff['params'] < 1e-6, (name, diff)
+  assert results['shard_params']['sharded_leaves'] > 0
+  assert results['replicated']['sharded_leaves'] == 0

@@ -1,0 +1,61 @@
+"""Tiny configs and a subprocess runner for the trainer tests (tests only)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from configs import default
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+
+
+def tiny_config(**overrides):
+  """A 2-stage MViTv2 at 32x32 on 10 synthetic classes; dotted overrides."""
+  config = default.get_config()
+  config.model = 'mvitv2_demo'
+  config.model_overrides.embed_dim = 8
+  config.model_overrides.depths = (1, 1)
+  config.num_classes = 10
+  config.image_size = 32
+  config.dtype = 'float32'
+  config.drop_path_rate = 0.1
+  config.batch_size = 16
+  config.eval_batch_size = 8
+  config.num_train_examples = 160  # 10 steps per epoch.
+  config.num_eval_examples = 37  # Uneven: the last eval batch is padded.
+  config.num_train_steps = 10
+  config.optim.base_lr = 0.03  # 1.9e-3 at batch 16.
+  config.optim.warmup_epochs = 0.2
+  config.log_every_steps = 5
+  config.checkpoint_every_steps = 5
+  config.eval_every_steps = -1
+  apply_overrides(config, overrides)
+  return config
+
+
+def apply_overrides(config, overrides):
+  """Sets `{'optim.base_lr': 1.0, ...}` on a ConfigDict."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+
+
+def run_train_subprocess(workdir, overrides, *, devices=1, wait=True):
+  """Starts `train_subprocess.py`; returns the Popen (or its result)."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['PYTHONPATH'] = os.pathsep.join(
+      [REPO_ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
+  cmd = [sys.executable, os.path.join(TESTS_DIR, 'train_subprocess.py'),
+         workdir, json.dumps(overrides)]
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  if not wait:
+    return proc
+  out, _ = proc.communicate(timeout=600)
+  return proc.returncode, out
