@@ -209,6 +209,7 @@ def main(argv=None) -> int:
     print(f'error: {dst} already exists; choose a new output directory', file=sys.stderr)
     return 2
   start = time.time()
+  print(f'Reading {args.src} and mapping it onto {args.model} ...', flush=True)
   try:
     params = load_params(args.src, args.model, num_classes=args.num_classes,
                          image_size=args.image_size, drop_head=args.drop_head, **overrides)
@@ -216,6 +217,7 @@ def main(argv=None) -> int:
           ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  print(f'Writing {dst} ...', flush=True)
   from mvitv2_jax import checkpointing
   checkpointing.save_params(dst, params)
   leaves = jax.tree_util.tree_leaves(params)
