@@ -13,8 +13,11 @@ import jax
 import numpy as np
 import pytest
 
+import fake_imagenet
 import synthetic_data
 import train_helpers
+from mvitv2_jax import checkpointing
+from mvitv2_jax import input_pipeline
 from mvitv2_jax import metrics
 from mvitv2_jax import optim
 from mvitv2_jax import sharding
@@ -150,30 +153,48 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   tx = optim.create_optimizer(config, lambda _: 0.0)
   abstract, _ = train.abstract_train_state(
       config, train.create_model(config), tx, mesh)
-  ckpt = train.checkpointing.Checkpointer(str(tmp_path), 1)
+  ckpt = checkpointing.Checkpointer(str(tmp_path), 1)
   state = ckpt.restore(5, abstract)
   ckpt.close()
   assert int(state.step) == 5
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
-def test_eval_only_from_init_from(reference, tmp_path, monkeypatch):
+def test_eval_only_from_init_from(reference, tmp_path):
   _, ref_params, scalars = reference
-  calls = []
-
-  def load_params(path, model_name, **kwargs):
-    calls.append((path, model_name, kwargs))
-    return ref_params
-
-  monkeypatch.setattr(train.convert, 'load_params', load_params)
-  results, _ = _train(tmp_path, mode='eval', init_from='/weights')
-  assert calls[0][:2] == ('/weights', 'mvitv2_demo')
-  assert calls[0][2]['num_classes'] == 10
-  assert calls[0][2]['image_size'] == 32
-  assert calls[0][2]['drop_head'] is False
+  weights = str(tmp_path / 'weights')
+  checkpointing.save_params(weights, ref_params)
+  results, _ = _train(tmp_path / 'run', mode='eval', init_from=weights)
   assert results['count'] == 37
   assert results['top1'] == pytest.approx(scalars[20]['eval/top1'])
   assert results['loss'] == pytest.approx(scalars[20]['eval/loss'], rel=1e-5)
+
+
+def test_finetune_from_init_from_with_new_head(reference, tmp_path):
+  workdir, _, scalars = reference
+  best_step = max((10, 20), key=lambda s: scalars[s]['eval/top1'])
+  assert os.listdir(workdir / 'best') == [str(best_step)]
+  state, _ = _train(tmp_path, num_train_steps=2, num_classes=5,
+                    init_from=str(workdir / 'best' / str(best_step)),
+                    init_drop_head=True)
+  best = checkpointing.restore_params(str(workdir / 'best' / str(best_step)))
+  assert state.params['head']['kernel'].shape[-1] == 5
+  assert np.abs(state.params['patch_embed']['kernel']
+                - best['patch_embed']['kernel']).max() < 0.05
+
+
+def test_two_steps_on_fake_imagenet(tmp_path, monkeypatch):
+  monkeypatch.setattr(train, 'input_pipeline', input_pipeline)
+  data_dir = str(tmp_path / 'data')
+  fake_imagenet.make_fake_imagenet(data_dir, num_train_per_class=4,
+                                   num_validation=5)
+  state, scalars = _train(
+      tmp_path / 'run', dataset='imagenet2012', data_dir=data_dir,
+      num_classes=1000, batch_size=4, eval_batch_size=4, num_train_steps=2,
+      shuffle_buffer=16, checkpoint_every_steps=2)
+  assert int(state.step) == 2
+  assert scalars[2]['eval/count'] == 5
+  assert np.isfinite(scalars[2]['train/loss'])
 
 
 def test_sharded_step_matches_single_device():

@@ -1,0 +1,75 @@
+"""Schedule, weight-decay mask and AdamW update against the official recipe."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import train_helpers
+from mvitv2_jax import optim
+
+
+def _config(**overrides):
+  return train_helpers.tiny_config(
+      batch_size=512, **{'optim.base_lr': 2.5e-4, 'optim.warmup_start_lr': 1e-8,
+                         'optim.min_lr': 1e-6, 'optim.warmup_epochs': 70.0,
+                         **overrides})
+
+
+def test_schedule_warmup_peak_cosine_every_step():
+  sched = optim.create_schedule(_config(), steps_per_epoch=10, total_steps=3000)
+  assert float(sched(0)) == pytest.approx(2e-8)
+  # Fractional epochs: half-way through the warmup at step 350.
+  assert float(sched(350)) == pytest.approx((2e-8 + 5e-4) / 2, rel=1e-5)
+  assert float(sched(700)) == pytest.approx(5e-4, rel=1e-6)
+  mid = 700 + (3000 - 700) / 2
+  assert float(sched(mid)) == pytest.approx((5e-4 + 2e-6) / 2, rel=1e-5)
+  assert float(sched(3000)) == pytest.approx(2e-6, rel=1e-5)
+  lrs = np.array([float(sched(s)) for s in range(700, 3000, 7)])
+  assert np.all(np.diff(lrs) < 0)
+
+
+def _params():
+  return {
+      'patch_embed': {'kernel': jnp.ones((7, 7, 3, 8)), 'bias': jnp.ones(8)},
+      'blocks_0': {'norm1': {'scale': jnp.ones(8), 'bias': jnp.ones(8)},
+                   'attn': {'rel_pos_h': jnp.ones((5, 4)),
+                            'rel_pos_w': jnp.ones((5, 4))}},
+      'cls_token': jnp.ones((1, 1, 8)),
+  }
+
+
+@pytest.mark.parametrize('exclude', [False, True])
+def test_decay_mask(exclude):
+  mask = optim.decay_mask(_params(), no_decay_rel_pos_cls=exclude)
+  assert mask['patch_embed'] == {'kernel': True, 'bias': False}
+  assert mask['blocks_0']['norm1'] == {'scale': False, 'bias': False}
+  assert mask['blocks_0']['attn']['rel_pos_h'] is (not exclude)
+  assert mask['blocks_0']['attn']['rel_pos_w'] is (not exclude)
+  assert mask['cls_token'] is (not exclude)
+
+
+def test_adamw_matches_torch_formula():
+  config = _config(**{'optim.grad_clip_norm': 0.0})
+  lr, wd = 1e-3, config.optim.weight_decay
+  tx = optim.create_optimizer(config, lambda _: lr)
+  params = {'w': jnp.full((2, 2), 2.0), 'b': jnp.full((2,), 2.0)}
+  grads = {'w': jnp.full((2, 2), 0.5), 'b': jnp.full((2,), 0.5)}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  # torch.optim.AdamW, first step: p * (1 - lr * wd) - lr * m_hat / (sqrt(v_hat) + eps).
+  adam = 0.5 / (0.5 + config.optim.eps)
+  np.testing.assert_allclose(new['w'], 2.0 * (1 - lr * wd) - lr * adam, rtol=1e-6)
+  np.testing.assert_allclose(new['b'], 2.0 - lr * adam, rtol=1e-6)
+
+
+def test_global_norm_clipping():
+  # A large eps makes Adam's step depend on the gradient's size: g / (|g| + 1).
+  config = _config(**{'optim.weight_decay': 0.0, 'optim.eps': 1.0})
+  tx = optim.create_optimizer(config, lambda _: 1.0)
+  params = {'w': jnp.zeros(4)}
+  state = tx.init(params)
+  # Clipped to global norm 1, a gradient of norm 200 steps like one of norm 1.
+  big, _ = tx.update({'w': jnp.full(4, 100.0)}, state, params)
+  unit, _ = tx.update({'w': jnp.full(4, 0.5)}, state, params)
+  np.testing.assert_allclose(big['w'], unit['w'], rtol=1e-6)

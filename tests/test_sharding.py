@@ -1,0 +1,34 @@
+"""FSDP partition rule and the prefetch thread."""
+
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from mvitv2_jax import sharding
+
+
+def test_fsdp_spec_shards_largest_divisible_axis():
+  assert sharding.fsdp_spec((768, 3072), 8) == P(None, 'data')
+  assert sharding.fsdp_spec((3072, 770), 8) == P('data', None)
+  assert sharding.fsdp_spec((7, 7, 3, 96), 8) == P()  # Small: replicated.
+  assert sharding.fsdp_spec((1001, 1003), 8) == P()  # Nothing divisible.
+  assert sharding.fsdp_spec((768, 3072), 1) == P()
+
+
+def test_prefetch_keeps_order_and_shapes():
+  mesh = sharding.create_mesh()
+  batches = [{'x': np.full((4, 2), i, np.float32)} for i in range(5)]
+  out = list(sharding.prefetch(iter(batches), mesh))
+  assert [int(b['x'][0, 0]) for b in out] == list(range(5))
+  assert out[0]['x'].sharding == sharding.data_sharding(mesh)
+
+
+def test_prefetch_reraises_source_errors():
+  def source():
+    yield {'x': np.zeros((2,), np.float32)}
+    raise RuntimeError('boom')
+
+  it = sharding.prefetch(source(), sharding.create_mesh())
+  next(it)
+  with pytest.raises(RuntimeError, match='boom'):
+    next(it)
