@@ -16,6 +16,7 @@ elsewhere give --coordinator_address, --num_processes and --process_id (or
 JAX_COORDINATOR_ADDRESS etc.).
 """
 
+import logging as py_logging
 import os
 
 from absl import app
@@ -44,9 +45,18 @@ _PROCESS_ID = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config'])
 
 
+class _HideLibraryInfo(py_logging.Filter):
+  """Drops libraries' INFO records (orbax logs several lines per save)."""
+
+  def filter(self, record):
+    return (record.levelno >= py_logging.WARNING
+            or 'site-packages' not in record.pathname)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
+  logging.get_absl_handler().addFilter(_HideLibraryInfo())
   # Hide accelerators from TensorFlow: it would otherwise reserve their memory.
   tf.config.experimental.set_visible_devices([], 'GPU')
   tf.config.experimental.set_visible_devices([], 'TPU')

@@ -5,6 +5,7 @@
 Ten classes of procedural shapes at 64x64 (built by TFDS on first use, a few
 seconds, no download). Float32 on CPU, light augmentation, no mixup. Chance is
 10% top-1; see the eval lines in the log and TensorBoard in the workdir.
+On a busy 2-core CPU: about 4.5 minutes, top-1 about 65% after one epoch.
 """
 
 from configs import default
@@ -28,9 +29,10 @@ def get_config():
   config.aug.mixup_alpha = 0.0
   config.aug.cutmix_alpha = 0.0
 
-  config.optim.base_lr = 4e-3  # 1e-3 at batch 64.
-  config.optim.warmup_epochs = 0.5
-  config.num_epochs = 3
+  config.optim.base_lr = 8e-3  # 2e-3 at batch 64.
+  config.optim.warmup_epochs = 0.2
+  config.num_epochs = 1  # 156 steps.
   config.log_every_steps = 20
-  config.checkpoint_every_steps = 200
+  config.eval_every_steps = 52
+  config.checkpoint_every_steps = 52
   return config

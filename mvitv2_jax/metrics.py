@@ -61,7 +61,6 @@ class Accumulator:
 
   def __init__(self):
     self._sums = None
-    self._n = 0
 
   def add(self, values: Mapping[str, jax.Array]):
     """Adds one step's values (stays asynchronous on the device)."""
@@ -69,21 +68,12 @@ class Accumulator:
       self._sums = dict(values)
     else:
       self._sums = jax.tree.map(jnp.add, self._sums, dict(values))
-    self._n += 1
 
   def sums(self) -> dict[str, float]:
     """Fetches the sums to the host."""
     if self._sums is None:
       return {}
     return {k: float(v) for k, v in jax.device_get(self._sums).items()}
-
-  def means(self) -> dict[str, float]:
-    """Fetches the per-step means to the host."""
-    return {k: v / self._n for k, v in self.sums().items()}
-
-  def reset(self):
-    self._sums = None
-    self._n = 0
 
 
 class SummaryWriter:

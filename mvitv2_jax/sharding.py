@@ -30,6 +30,7 @@ def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """The same full copy on every device."""
   return NamedSharding(mesh, P())
 
 

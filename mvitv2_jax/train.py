@@ -199,7 +199,19 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *,
 
 
 def make_train_step(config, model, tx, schedule, mesh, state_shardings):
-  """`train_step` jitted once, the state donated and kept in its shardings."""
+  """`train_step` jitted once, the state donated and kept in its shardings.
+
+  Args:
+    config: the run config.
+    model: the Flax module.
+    tx: the optimizer.
+    schedule: the learning-rate schedule.
+    mesh: the device mesh.
+    state_shardings: the `TrainState` pytree of shardings.
+
+  Returns:
+    `(state, batch) -> (state, metrics)`.
+  """
   step = functools.partial(train_step, model=model, tx=tx, schedule=schedule,
                            config=config, mesh=mesh)
   return jax.jit(
@@ -209,7 +221,16 @@ def make_train_step(config, model, tx, schedule, mesh, state_shardings):
 
 
 def make_eval_step(model, mesh, params_shardings):
-  """`eval_step` jitted once."""
+  """`eval_step` jitted once.
+
+  Args:
+    model: the Flax module.
+    mesh: the device mesh.
+    params_shardings: the params pytree of shardings.
+
+  Returns:
+    `(params, batch) -> sums` (see `eval_step`).
+  """
   return jax.jit(
       functools.partial(eval_step, model=model),
       in_shardings=(params_shardings, sharding.data_sharding(mesh)),
@@ -234,6 +255,8 @@ def evaluate(config: ml_collections.ConfigDict, eval_fn, params: Any,
       input_pipeline.create_eval_iterator(config), mesh):
     acc.add(eval_fn(params, batch))
   sums = acc.sums()
+  if not sums:
+    raise ValueError(f'The eval split {config.eval_split!r} gave no batches.')
   count = sums['count']
   return {'loss': sums['loss'] / count, 'top1': sums['top1'] / count,
           'top5': sums['top5'] / count, 'count': count}
@@ -418,6 +441,12 @@ def _train(config, workdir, mesh) -> TrainState:
       state, step_metrics = train_fn(state, next(batches))
       pending.append(step_metrics)
       done = step + 1
+      if step == start_step:
+        # Compilation is not throughput: the first window starts after it.
+        jax.block_until_ready(step_metrics)
+        logging.info('First step (with compilation) took %.1f s.',
+                     time.time() - window_start)
+        window_start, window_step = time.time(), done
       at_log = done % config.log_every_steps == 0
       stop = preemption.requested(at_log)
       is_last = done == total_steps or stop
@@ -436,16 +465,19 @@ def _train(config, workdir, mesh) -> TrainState:
               f'Loss is {m["loss"]} at step {bad_step}; stopping. The last '
               f'good checkpoint is step {last_saved} in {workdir}.')
       means = {k: float(np.mean([m[k] for m in history])) for k in history[0]}
-      elapsed = time.time() - window_start
-      steps_per_s = (done - window_step) / elapsed
+      scalars = {f'train/{k}': v for k, v in means.items()}
+      speed = 'first step'  # Nothing timed yet when it is also a log step.
+      if done > window_step:
+        steps_per_s = (done - window_step) / (time.time() - window_start)
+        scalars['train/images_per_s'] = steps_per_s * config.batch_size
+        speed = (f'{scalars["train/images_per_s"]:.1f} img/s  ETA '
+                 f'{(total_steps - done) / steps_per_s / 60:.1f} min')
       window_start, window_step = time.time(), done
       logging.info(
-          'step %d/%d  loss %.4f  acc %.3f  lr %.3g  |g| %.3f  %.1f img/s  '
-          'ETA %.1f min', done, total_steps, means['loss'], means['accuracy'],
-          means['lr'], means['grad_norm'], steps_per_s * config.batch_size,
-          (total_steps - done) / steps_per_s / 60)
-      writer.scalars(done, {f'train/{k}': v for k, v in means.items()}
-                     | {'train/images_per_s': steps_per_s * config.batch_size})
+          'step %d/%d  loss %.4f  acc %.3f  lr %.3g  |g| %.3f  %s', done,
+          total_steps, means['loss'], means['accuracy'], means['lr'],
+          means['grad_norm'], speed)
+      writer.scalars(done, scalars)
 
       if save:
         ckpt.save(done, state)
