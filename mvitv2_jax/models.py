@@ -64,6 +64,18 @@ class MViTv2Config:
   dtype: Any = jnp.float32  # Compute dtype.
   param_dtype: Any = jnp.float32
   remat: bool = False  # Rematerialise each block in the backward pass (saves memory).
+  # With remat: a `jax.checkpoint_policies` name saying what each block keeps, e.g.
+  # 'dots_with_no_batch_dims_saveable' (keep the Dense outputs, recompute the rest:
+  # most of the memory saved for little recompute). '' recomputes everything.
+  remat_policy: str = ''
+  # Attention kernel: 'einsum' (explicit logits and softmax), 'dot_product'
+  # (`jax.nn.dot_product_attention` with the rel-pos term as its bias; fused cuDNN
+  # attention on GPU) or 'auto' (the faster of the two on the default backend).
+  attention_impl: str = 'auto'
+  # Depthwise pooling kernel: 'conv' (`conv_general_dilated` with feature groups),
+  # 'slices' (a sum of k*k strided slices times the kernel taps; same math, 20x faster
+  # on XLA:CPU, see `_depthwise_slices`) or 'auto' (slices on CPU, conv elsewhere).
+  pool_impl: str = 'auto'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,12 +133,60 @@ class DropPath(nn.Module):
     return x * mask.astype(x.dtype) / jnp.asarray(keep, x.dtype)
 
 
+def _resolve(impl: str, on_cpu: str, elsewhere: str) -> str:
+  if impl != 'auto':
+    return impl
+  return on_cpu if jax.default_backend() == 'cpu' else elsewhere
+
+
+def attention_impl(cfg: MViTv2Config) -> str:
+  """The attention kernel `cfg` runs on the default backend.
+
+  On XLA:CPU `jax.nn.dot_product_attention` lowers to the same einsums and softmax,
+  with the bias cast to the compute dtype; it measured no faster there.
+  """
+  return _resolve(cfg.attention_impl, 'einsum', 'dot_product')
+
+
+def pool_impl(cfg: MViTv2Config) -> str:
+  """The depthwise pooling kernel `cfg` runs on the default backend."""
+  return _resolve(cfg.pool_impl, 'slices', 'conv')
+
+
 def _pad_for(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
   # Explicit symmetric padding as in PyTorch; 'SAME' pads strided convs asymmetrically.
   return ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
 
 
-def spatial_pool(x: Array, stride: int, kernel: int, mode: str, weights: Array | None = None) -> Array:
+def _depthwise_slices(x: Array, weights: Array, stride: int, kernel: int) -> Array:
+  """The depthwise conv of `spatial_pool` as a sum of k*k strided slices times taps.
+
+  XLA:CPU lowers a depthwise `conv_general_dilated` (feature_group_count = C) to a
+  slow generic loop: on MViTv2-S shapes it is 20-50x slower than this forward and
+  10-50x slower in the backward pass, and it dominated the whole train step. The
+  slices fuse into one elementwise loop (and their transposes into pads). Same
+  products and sums, in a different order: equal to fp32 rounding.
+  """
+  pad = kernel // 2
+  batch, height, width, channels = x.shape
+  out_h = (height + 2 * pad - kernel) // stride + 1
+  out_w = (width + 2 * pad - kernel) // stride + 1
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  # Accumulate in fp32 (free inside the fusion) so bf16 matches a conv's accumulation.
+  weights = weights.astype(jnp.float32)
+  out = jnp.zeros((batch, out_h, out_w, channels), jnp.float32)
+  for i in range(kernel):
+    for j in range(kernel):
+      window = jax.lax.slice(
+          x, (0, i, j, 0),
+          (batch, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, channels),
+          (1, stride, stride, 1))
+      out = out + window.astype(jnp.float32) * weights[i, j, 0]
+  return out.astype(x.dtype)
+
+
+def spatial_pool(x: Array, stride: int, kernel: int, mode: str, weights: Array | None = None,
+                 conv_impl: str = 'conv') -> Array:
   """Pools [B, H, W, C] spatially with PyTorch's padding and output size (ceil(H/stride)).
 
   Args:
@@ -136,12 +196,18 @@ def spatial_pool(x: Array, stride: int, kernel: int, mode: str, weights: Array |
     mode: 'conv' (depthwise conv with `weights` [k, k, 1, C]), 'avg' (zero padding
       counted, as PyTorch's AvgPool2d) or 'max' (-inf padding).
     weights: depthwise kernel for mode 'conv'.
+    conv_impl: for mode 'conv': 'conv' (`conv_general_dilated` with feature groups)
+      or 'slices' (`_depthwise_slices`, the same math).
 
   Returns:
     [B, ceil(H/stride), ceil(W/stride), C].
   """
   padding = _pad_for(kernel)
   if mode == 'conv':
+    if conv_impl == 'slices':
+      return _depthwise_slices(x, weights, stride, kernel)
+    if conv_impl != 'conv':
+      raise ValueError(f"Unknown pool_impl {conv_impl!r}; expected 'auto', 'conv' or 'slices'.")
     return jax.lax.conv_general_dilated(
         x, weights.astype(x.dtype), (stride, stride), padding,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
@@ -213,7 +279,8 @@ class MultiScaleAttention(nn.Module):
       kernels = [jnp.tile(k, (1, 1, 1, heads)) for k in kernels]
     else:
       kernels = [None] * 3
-    pool = functools.partial(spatial_pool, kernel=cfg.pool_kernel, mode=cfg.pool_mode)
+    pool = functools.partial(spatial_pool, kernel=cfg.pool_kernel, mode=cfg.pool_mode,
+                             conv_impl=pool_impl(cfg))
     if spec.q_stride == spec.kv_stride:  # Pool q, k and v in one call.
       kernel = None if kernels[0] is None else jnp.concatenate(kernels, axis=-1)
       pooled_q, pooled_kv = jnp.split(pool(spatial, spec.q_stride, weights=kernel), [dim], -1)
@@ -242,10 +309,20 @@ class MultiScaleAttention(nn.Module):
     # Rel-pos covers only spatial x spatial logits: pad zeros for the cls row and column.
     bias = jnp.pad(bias, ((0, 0), (0, 0), (num_prefix, 0), (num_prefix, 0)))
 
-    logits = jnp.einsum('bqnd,bknd->bnqk', q * jnp.asarray(head_dim**-0.5, q.dtype), k,
-                        preferred_element_type=jnp.float32)
-    attn = jax.nn.softmax(logits + bias, axis=-1).astype(v.dtype)
-    out = jnp.einsum('bnqk,bknd->bqnd', attn, v)  # [B, Nq, heads, head_dim]
+    impl = attention_impl(cfg)
+    if impl == 'dot_product':
+      # Same layout [B, N, heads, d] in and out; on GPU this is fused cuDNN attention,
+      # which takes the bias in the compute dtype.
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype),
+                                         scale=head_dim**-0.5)
+    elif impl == 'einsum':
+      logits = jnp.einsum('bqnd,bknd->bnqk', q * jnp.asarray(head_dim**-0.5, q.dtype), k,
+                          preferred_element_type=jnp.float32)
+      attn = jax.nn.softmax(logits + bias, axis=-1).astype(v.dtype)
+      out = jnp.einsum('bnqk,bknd->bqnd', attn, v)  # [B, Nq, heads, head_dim]
+    else:
+      raise ValueError(f"Unknown attention_impl {cfg.attention_impl!r}; expected 'auto', "
+                       "'einsum' or 'dot_product'.")
 
     # Residual pooling. NOTE: the official model skips the cls row (see cls_residual_q).
     if num_prefix and not cfg.cls_residual_q:
@@ -334,7 +411,10 @@ class MViTv2(nn.Module):
       cls = self.param('cls_token', trunc_normal_init, (1, 1, cfg.embed_dim), cfg.param_dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, cfg.embed_dim)), x], 1)
 
-    block = nn.remat(MultiScaleBlock, static_argnums=(2, 3)) if cfg.remat else MultiScaleBlock
+    block = MultiScaleBlock
+    if cfg.remat:
+      policy = getattr(jax.checkpoint_policies, cfg.remat_policy) if cfg.remat_policy else None
+      block = nn.remat(MultiScaleBlock, static_argnums=(2, 3), policy=policy)
     stage_ends = set((np.cumsum(cfg.depths) - 1).tolist())
     features = []
     for i, spec in enumerate(specs):

@@ -1,0 +1,326 @@
+r"""Throughput benchmark: inference, train step and input pipeline.
+
+Examples:
+  python -m mvitv2_jax.benchmark --variants mvitv2_s --batch_sizes 8 \
+      --dtypes float32,bfloat16 --modes inference,train --json_out bench.jsonl
+  python -m mvitv2_jax.benchmark --modes input --batch_sizes 64 --image_sizes 64
+
+Every case is compiled ahead of time (compile time reported separately), warmed up,
+then timed one step at a time with `block_until_ready`. The repeats of all cases are
+interleaved (one step of each case per round), so that machine noise spreads over
+all cases alike; images/s are reported as the median and the best of the timed steps.
+
+FLOPs are real FLOPs: 2 per multiply-add. `xla_gflops_per_image` comes from XLA's
+cost analysis of the compiled program, which counts 2 per multiply-add of dots and
+convolutions plus 1 per elementwise op (so it is a little above the model count);
+`model_gflops_per_image` is the analytic count of the matmuls, convolutions and
+einsums (fvcore's convention times 2: MViTv2-S at 224 is 7.0 GMACs = 14 GFLOPs),
+times 3 for a train step (forward + two backward matmuls). MFU uses the model count.
+"""
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mvitv2_jax import models
+
+# Dense peak TFLOP/s per device kind and dtype, for MFU when --peak_tflops is not given.
+_PEAK_TFLOPS = {
+    ('NVIDIA H100 80GB HBM3', 'bfloat16'): 989.0,
+    ('NVIDIA H100 80GB HBM3', 'float32'): 67.0,
+    ('NVIDIA H200', 'bfloat16'): 989.0,
+    ('NVIDIA H200', 'float32'): 67.0,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  variant: str
+  batch_size: int
+  image_size: int
+  dtype: str
+  mode: str  # 'inference' or 'train'.
+
+
+def model_flops_per_image(cfg: models.MViTv2Config, image_size: int) -> float:
+  """Analytic forward FLOPs (2 per multiply-add) of matmuls, convs and einsums.
+
+  Args:
+    cfg: the model config.
+    image_size: input height and width.
+
+  Returns:
+    FLOPs of one image's forward pass.
+  """
+  macs = 0.0
+  grid = -(-image_size // cfg.patch_stride)
+  macs += grid * grid * cfg.embed_dim * 3 * cfg.patch_kernel**2
+  prefix = 1 if cfg.cls_token else 0
+  k2 = cfg.pool_kernel**2
+  for spec in models.block_specs(cfg):
+    n_in = grid * grid + prefix
+    q_side = -(-grid // spec.q_stride)
+    kv_side = -(-grid // spec.kv_stride)
+    n_q, n_kv = q_side * q_side + prefix, kv_side * kv_side + prefix
+    dim, head_dim = spec.att_dim, spec.att_dim // spec.num_heads
+    macs += n_in * spec.dim_in * 3 * dim  # qkv.
+    if cfg.pool_mode == 'conv':
+      macs += (q_side**2 + 2 * kv_side**2) * dim * k2  # Depthwise pooling.
+    macs += 2 * n_q * n_kv * dim  # q.k and attn.v.
+    macs += (q_side**2) * 2 * kv_side * dim  # Decomposed rel-pos (h and w).
+    macs += n_q * dim * dim  # attn proj.
+    widens = spec.dim_in != spec.dim_out
+    if widens and cfg.dim_mul_in_att:
+      macs += n_in * spec.dim_in * spec.dim_out
+    hidden = int(spec.att_dim * cfg.mlp_ratio)
+    macs += n_q * (spec.att_dim * hidden + hidden * spec.dim_out)
+    if widens and not cfg.dim_mul_in_att:
+      macs += n_q * spec.att_dim * spec.dim_out
+    grid = q_side
+  macs += specs_last_dim(cfg) * cfg.num_classes
+  return 2.0 * macs
+
+
+def specs_last_dim(cfg: models.MViTv2Config) -> int:
+  return models.block_specs(cfg)[-1].dim_out
+
+
+def _loss_fn(model: models.MViTv2, params, images, labels, rng):
+  logits = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_train_step(model: models.MViTv2, tx: optax.GradientTransformation,
+                    on_trace: Callable[[], None] = lambda: None):
+  """A train step (forward, backward, optimizer update) on a state tuple.
+
+  Args:
+    model: the model (drop path as configured).
+    tx: the optimizer.
+    on_trace: called each time the step is traced (for recompilation checks).
+
+  Returns:
+    `step(state, images, labels) -> (state, loss)` with state = (params, opt_state,
+    rng); jit it with `donate_argnums=0` so the state is updated in place.
+  """
+
+  def step(state, images, labels):
+    on_trace()
+    params, opt_state, rng = state
+    rng, step_rng = jax.random.split(rng)
+    loss, grads = jax.value_and_grad(_loss_fn, argnums=1)(model, params, images, labels, step_rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state, rng), loss
+
+  return step
+
+
+def create_optimizer(batch_size: int) -> optax.GradientTransformation:
+  """The recipe's optimizer: global-norm clipping and AdamW with its decay mask."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax import optim  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.batch_size = batch_size
+  return optim.create_optimizer(config, optim.create_schedule(config, 1000, 100_000))
+
+
+class _Runner:
+  """One compiled case: its arguments, a step function and its measurements."""
+
+  def __init__(self, case: Case, args: argparse.Namespace):
+    self.case = case
+    self.traces = 0
+    overrides = {'image_size': case.image_size, 'dtype': case.dtype}
+    if args.attention_impl:
+      overrides['attention_impl'] = args.attention_impl
+    if args.pool_impl:
+      overrides['pool_impl'] = args.pool_impl
+    if args.remat_policy:
+      overrides.update(remat=True, remat_policy='' if args.remat_policy == 'all' else args.remat_policy)
+    if case.mode == 'train':
+      overrides['drop_path_rate'] = models.DROP_PATH_RATES.get(case.variant, 0.1)
+    model = models.create_model(case.variant, **overrides)
+    self.cfg = model.cfg
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.standard_normal(
+        (case.batch_size, case.image_size, case.image_size, 3), np.float32))
+    labels = jnp.asarray(rng.integers(0, model.cfg.num_classes, case.batch_size), jnp.int32)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])['params']
+
+    def count_trace():
+      self.traces += 1
+
+    if case.mode == 'inference':
+      def forward(params, images):
+        count_trace()
+        return model.apply({'params': params}, images)
+      jitted = jax.jit(forward)
+      self.state, self.inputs = params, (images,)
+    else:
+      tx = create_optimizer(case.batch_size)
+      jitted = jax.jit(make_train_step(model, tx, count_trace), donate_argnums=0)
+      self.state, self.inputs = (params, tx.init(params), jax.random.PRNGKey(1)), (images, labels)
+    start = time.perf_counter()
+    compiled = jitted.lower(self.state, *self.inputs).compile()
+    self.compile_s = time.perf_counter() - start
+    # Steps go through `jitted`, which reuses this executable: a step that traced or
+    # compiled again would show in `traces` (and in its time).
+    self.jitted = jitted
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    self.xla_flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+    self.step_s: list[float] = []
+
+  def step(self, timed: bool) -> None:
+    start = time.perf_counter()
+    if self.case.mode == 'inference':
+      jax.block_until_ready(self.jitted(self.state, *self.inputs))
+    else:
+      # The state is donated: feed each step the previous step's output.
+      self.state, loss = self.jitted(self.state, *self.inputs)
+      jax.block_until_ready((self.state, loss))
+    if timed:
+      self.step_s.append(time.perf_counter() - start)
+
+  def result(self, peak_tflops: float | None) -> dict[str, Any]:
+    case, batch = self.case, self.case.batch_size
+    best, median = min(self.step_s), statistics.median(self.step_s)
+    model_flops = model_flops_per_image(self.cfg, case.image_size)
+    if case.mode == 'train':
+      model_flops *= 3.0
+    device = jax.devices()[0]
+    peak = peak_tflops or _PEAK_TFLOPS.get((device.device_kind, case.dtype))
+    achieved = model_flops * batch / median / 1e12
+    return dict(
+        variant=case.variant, mode=case.mode, batch_size=batch, image_size=case.image_size,
+        dtype=case.dtype,
+        attention_impl=models.attention_impl(self.cfg), pool_impl=models.pool_impl(self.cfg),
+        remat=self.cfg.remat and (self.cfg.remat_policy or 'all'), backend=jax.default_backend(), device_kind=device.device_kind,
+        num_devices=1, compile_s=round(self.compile_s, 3), timed_steps=len(self.step_s),
+        images_per_s_median=batch / median, images_per_s_best=batch / best,
+        step_s_median=median, step_s_best=best,
+        xla_gflops_per_image=self.xla_flops / batch / 1e9,
+        model_gflops_per_image=model_flops / 1e9,
+        model_tflops_per_s=achieved,
+        xla_tflops_per_s=self.xla_flops / median / 1e12,
+        peak_tflops=peak, mfu=(achieved / peak) if peak else None,
+        traces=self.traces, xla_flags=os.environ.get('XLA_FLAGS', ''))
+
+
+def run_model_cases(cases: list[Case], args: argparse.Namespace) -> list[dict[str, Any]]:
+  """Compiles every case, then times them in interleaved rounds."""
+  runners = []
+  for case in cases:
+    runners.append(_Runner(case, args))
+    print(f'compiled {case} in {runners[-1].compile_s:.1f} s', file=sys.stderr)
+  for _ in range(args.warmup):
+    for runner in runners:
+      runner.step(timed=False)
+  for _ in range(args.steps):
+    for runner in runners:
+      runner.step(timed=True)
+  return [runner.result(args.peak_tflops) for runner in runners]
+
+
+def run_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[str, Any]:
+  """Times the TFDS train pipeline on the demo dataset."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.dataset = 'mvitv2_demo_shapes'
+  config.batch_size = batch_size
+  config.image_size = image_size
+  config.shuffle_buffer = 1024
+  images_per_s = input_pipeline.measure_throughput(config, num_batches)
+  cores = os.cpu_count() or 1
+  return dict(mode='input', dataset=config.dataset, batch_size=batch_size,
+              image_size=image_size, timed_batches=num_batches, images_per_s=images_per_s,
+              host_cores=cores, images_per_s_per_core=images_per_s / cores)
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+  model_rows = [r for r in results if r['mode'] != 'input']
+  if model_rows:
+    header = ('variant', 'mode', 'batch', 'size', 'dtype', 'compile_s', 'img/s med',
+              'img/s best', 'xla GF/img', 'model GF/img', 'TFLOP/s', 'MFU')
+    print(' | '.join(header))
+    for r in model_rows:
+      mfu = f"{100 * r['mfu']:.1f}%" if r['mfu'] is not None else '-'
+      print(' | '.join(str(v) for v in (
+          r['variant'], r['mode'], r['batch_size'], r['image_size'], r['dtype'],
+          f"{r['compile_s']:.1f}", f"{r['images_per_s_median']:.2f}",
+          f"{r['images_per_s_best']:.2f}", f"{r['xla_gflops_per_image']:.2f}",
+          f"{r['model_gflops_per_image']:.2f}", f"{r['model_tflops_per_s']:.4f}", mfu)))
+  for r in results:
+    if r['mode'] == 'input':
+      print(f"input {r['dataset']} batch {r['batch_size']} at {r['image_size']}: "
+            f"{r['images_per_s']:.1f} img/s = {r['images_per_s_per_core']:.1f} img/s per "
+            f"host core (os.cpu_count() = {r['host_cores']})")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+  csv = lambda s: [v for v in s.split(',') if v]
+  ints = lambda s: [int(v) for v in csv(s)]
+  p.add_argument('--variants', type=csv, default=['mvitv2_s'])
+  p.add_argument('--batch_sizes', type=ints, default=[8])
+  p.add_argument('--image_sizes', type=ints, default=None,
+                 help="Default: each variant's build size.")
+  p.add_argument('--dtypes', type=csv, default=['float32'], help='float32 and/or bfloat16.')
+  p.add_argument('--modes', '--mode', type=csv, default=['inference', 'train'],
+                 help='inference, train and/or input (the TFDS pipeline alone).')
+  p.add_argument('--input_only', action='store_true', help='Same as --modes input.')
+  p.add_argument('--warmup', type=int, default=2, help='Untimed steps per case.')
+  p.add_argument('--steps', type=int, default=5, help='Timed steps per case.')
+  p.add_argument('--input_batches', type=int, default=20, help='Timed batches, input mode.')
+  p.add_argument('--attention_impl', default='', help='Model override: auto|einsum|dot_product.')
+  p.add_argument('--pool_impl', default='', help='Model override: conv|slices.')
+  p.add_argument('--remat_policy', default='',
+                 help="Rematerialise blocks: 'all', or a jax.checkpoint_policies name.")
+  p.add_argument('--peak_tflops', type=float, default=None,
+                 help='Device peak for MFU (default: known GPU peaks, else none).')
+  p.add_argument('--json_out', default='', help='Append one JSON line per case here.')
+  args = p.parse_args(argv)
+  if args.input_only:
+    args.modes = ['input']
+  for mode in args.modes:
+    if mode not in ('inference', 'train', 'input'):
+      p.error(f'unknown mode {mode!r}')
+  return args
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+  args = parse_args(argv)
+  results = []
+  model_modes = [m for m in args.modes if m != 'input']
+  cases = []
+  for variant, batch, dtype, mode in itertools.product(
+      args.variants, args.batch_sizes, args.dtypes, model_modes):
+    sizes = args.image_sizes or [models.variant_config(variant).image_size]
+    cases += [Case(variant, batch, size, dtype, mode) for size in sizes]
+  if cases:
+    results += run_model_cases(cases, args)
+  if 'input' in args.modes:
+    for batch, size in itertools.product(args.batch_sizes, args.image_sizes or [64]):
+      results.append(run_input_case(batch, size, args.input_batches))
+  _print_table(results)
+  if args.json_out:
+    with open(args.json_out, 'a') as f:
+      for r in results:
+        f.write(json.dumps(r) + '\n')
+  return results
+
+
+if __name__ == '__main__':
+  main()

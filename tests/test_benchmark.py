@@ -1,0 +1,42 @@
+"""The throughput benchmark on a tiny model: its JSON lines, and no recompilation."""
+
+import json
+
+import pytest
+
+from mvitv2_jax import benchmark
+from mvitv2_jax import models
+
+TINY = ['--variants', 'mvitv2_demo', '--batch_sizes', '2', '--image_sizes', '32',
+        '--warmup', '1', '--steps', '2']
+
+
+def test_json_lines_for_inference_and_train(tmp_path):
+  out = tmp_path / 'bench.jsonl'
+  results = benchmark.main(TINY + ['--modes', 'inference,train', '--json_out', str(out)])
+  lines = [json.loads(line) for line in out.read_text().splitlines()]
+  assert lines == json.loads(json.dumps(results))
+  assert [r['mode'] for r in lines] == ['inference', 'train']
+  for r in lines:
+    assert r['variant'] == 'mvitv2_demo' and r['batch_size'] == 2 and r['image_size'] == 32
+    assert r['timed_steps'] == 2 and r['compile_s'] > 0
+    assert 0 < r['images_per_s_median'] <= r['images_per_s_best']
+    assert r['xla_gflops_per_image'] > 0 and r['model_tflops_per_s'] > 0
+    assert r['mfu'] is None  # CPU: no known peak.
+    # Traced and compiled once for warmup and timed steps: the donated train state
+    # keeps its types, so no step recompiles.
+    assert r['traces'] == 1
+  inference, train = lines
+  assert train['model_gflops_per_image'] == pytest.approx(3 * inference['model_gflops_per_image'])
+
+
+def test_peak_flag_gives_mfu(tmp_path):
+  (r,) = benchmark.main(TINY + ['--modes', 'inference', '--peak_tflops', '1.0'])
+  assert r['mfu'] == pytest.approx(r['model_tflops_per_s'] / 1.0)
+
+
+def test_model_flops_match_paper():
+  # fvcore counts MViTv2-S at 224 as 7.0 GMACs (timm 7.00, official README 7.0).
+  cfg = models.variant_config('mvitv2_s')
+  assert benchmark.model_flops_per_image(cfg, 224) / 2e9 == pytest.approx(7.0, abs=0.05)
+
