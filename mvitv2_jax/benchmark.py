@@ -51,6 +51,8 @@ class Case:
   image_size: int
   dtype: str
   mode: str  # 'inference' or 'train'.
+  attention_impl: str = 'auto'  # `MViTv2Config.attention_impl`.
+  pool_impl: str = 'auto'  # `MViTv2Config.pool_impl`.
 
 
 def model_flops_per_image(cfg: models.MViTv2Config, image_size: int) -> float:
@@ -141,11 +143,8 @@ class _Runner:
   def __init__(self, case: Case, args: argparse.Namespace):
     self.case = case
     self.traces = 0
-    overrides = {'image_size': case.image_size, 'dtype': case.dtype}
-    if args.attention_impl:
-      overrides['attention_impl'] = args.attention_impl
-    if args.pool_impl:
-      overrides['pool_impl'] = args.pool_impl
+    overrides = {'image_size': case.image_size, 'dtype': case.dtype,
+                 'attention_impl': case.attention_impl, 'pool_impl': case.pool_impl}
     if args.remat_policy:
       overrides.update(remat=True, remat_policy='' if args.remat_policy == 'all' else args.remat_policy)
     if case.mode == 'train':
@@ -252,13 +251,14 @@ def run_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[s
 def _print_table(results: list[dict[str, Any]]) -> None:
   model_rows = [r for r in results if r['mode'] != 'input']
   if model_rows:
-    header = ('variant', 'mode', 'batch', 'size', 'dtype', 'compile_s', 'img/s med',
-              'img/s best', 'xla GF/img', 'model GF/img', 'TFLOP/s', 'MFU')
+    header = ('variant', 'mode', 'batch', 'size', 'dtype', 'attention', 'pool', 'compile_s',
+              'img/s med', 'img/s best', 'xla GF/img', 'model GF/img', 'TFLOP/s', 'MFU')
     print(' | '.join(header))
     for r in model_rows:
       mfu = f"{100 * r['mfu']:.1f}%" if r['mfu'] is not None else '-'
       print(' | '.join(str(v) for v in (
           r['variant'], r['mode'], r['batch_size'], r['image_size'], r['dtype'],
+          r['attention_impl'], r['pool_impl'],
           f"{r['compile_s']:.1f}", f"{r['images_per_s_median']:.2f}",
           f"{r['images_per_s_best']:.2f}", f"{r['xla_gflops_per_image']:.2f}",
           f"{r['model_gflops_per_image']:.2f}", f"{r['model_tflops_per_s']:.4f}", mfu)))
@@ -284,8 +284,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--warmup', type=int, default=2, help='Untimed steps per case.')
   p.add_argument('--steps', type=int, default=5, help='Timed steps per case.')
   p.add_argument('--input_batches', type=int, default=20, help='Timed batches, input mode.')
-  p.add_argument('--attention_impl', default='', help='Model override: auto|einsum|dot_product.')
-  p.add_argument('--pool_impl', default='', help='Model override: conv|slices.')
+  p.add_argument('--attention_impls', type=csv, default=['auto'],
+                 help='Cases per attention_impl: auto, einsum and/or dot_product.')
+  p.add_argument('--pool_impls', type=csv, default=['auto'],
+                 help='Cases per pool_impl: auto, conv and/or slices.')
   p.add_argument('--remat_policy', default='',
                  help="Rematerialise blocks: 'all', or a jax.checkpoint_policies name.")
   p.add_argument('--peak_tflops', type=float, default=None,
@@ -305,10 +307,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   results = []
   model_modes = [m for m in args.modes if m != 'input']
   cases = []
-  for variant, batch, dtype, mode in itertools.product(
-      args.variants, args.batch_sizes, args.dtypes, model_modes):
+  for variant, batch, dtype, mode, attention, pool in itertools.product(
+      args.variants, args.batch_sizes, args.dtypes, model_modes, args.attention_impls,
+      args.pool_impls):
     sizes = args.image_sizes or [models.variant_config(variant).image_size]
-    cases += [Case(variant, batch, size, dtype, mode) for size in sizes]
+    cases += [Case(variant, batch, size, dtype, mode, attention, pool) for size in sizes]
   if cases:
     results += run_model_cases(cases, args)
   if 'input' in args.modes:
