@@ -16,6 +16,10 @@ convolutions plus 1 per elementwise op (so it is a little above the model count)
 `model_gflops_per_image` is the analytic count of the matmuls, convolutions and
 einsums (fvcore's convention times 2: MViTv2-S at 224 is 7.0 GMACs = 14 GFLOPs),
 times 3 for a train step (forward + two backward matmuls). MFU uses the model count.
+
+XLA flags apply per process: compare them with separate runs appending to one
+`--json_out` file (each line records its XLA_FLAGS), e.g.
+  XLA_FLAGS=--xla_cpu_enable_fast_math=true python -m mvitv2_jax.benchmark ...
 """
 
 import argparse
@@ -70,12 +74,13 @@ def model_flops_per_image(cfg: models.MViTv2Config, image_size: int) -> float:
   macs += grid * grid * cfg.embed_dim * 3 * cfg.patch_kernel**2
   prefix = 1 if cfg.cls_token else 0
   k2 = cfg.pool_kernel**2
-  for spec in models.block_specs(cfg):
+  specs = models.block_specs(cfg)
+  for spec in specs:
     n_in = grid * grid + prefix
     q_side = -(-grid // spec.q_stride)
     kv_side = -(-grid // spec.kv_stride)
     n_q, n_kv = q_side * q_side + prefix, kv_side * kv_side + prefix
-    dim, head_dim = spec.att_dim, spec.att_dim // spec.num_heads
+    dim = spec.att_dim
     macs += n_in * spec.dim_in * 3 * dim  # qkv.
     if cfg.pool_mode == 'conv':
       macs += (q_side**2 + 2 * kv_side**2) * dim * k2  # Depthwise pooling.
@@ -90,12 +95,8 @@ def model_flops_per_image(cfg: models.MViTv2Config, image_size: int) -> float:
     if widens and not cfg.dim_mul_in_att:
       macs += n_q * spec.att_dim * spec.dim_out
     grid = q_side
-  macs += specs_last_dim(cfg) * cfg.num_classes
+  macs += specs[-1].dim_out * cfg.num_classes  # Head.
   return 2.0 * macs
-
-
-def specs_last_dim(cfg: models.MViTv2Config) -> int:
-  return models.block_specs(cfg)[-1].dim_out
 
 
 def _loss_fn(model: models.MViTv2, params, images, labels, rng):
