@@ -52,7 +52,12 @@ def _is_rel_pos(path: tuple[str, ...]) -> bool:
 
 def guess_variant(state_dict: dict[str, np.ndarray]) -> str | None:
   """The known variant whose tensors (except rel-pos lengths and head) match, if any."""
+  num_blocks = len({key.split('.')[1] for key in state_dict if key.startswith('blocks.')})
   for name in models.model_names():
+    cfg = models.variant_config(name)
+    # Cheap filters first: tracing a variant's shapes takes seconds.
+    if sum(cfg.depths) != num_blocks or cfg.cls_token != ('cls_token' in state_dict):
+      continue
     for dim_mul_in_att in (None, False, True):  # The variant as registered, then both layouts.
       overrides = {} if dim_mul_in_att is None else {'dim_mul_in_att': dim_mul_in_att}
       model = models.create_model(name, **overrides)
