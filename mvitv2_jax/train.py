@@ -262,37 +262,18 @@ def evaluate(config: ml_collections.ConfigDict, eval_fn, params: Any,
           'top5': sums['top5'] / count, 'count': count}
 
 
-def _load_init_params(config: ml_collections.ConfigDict, init_params: Any,
+def _load_init_params(config: ml_collections.ConfigDict,
                       params_shardings: Any) -> Any:
-  """Params from `config.init_from`; missing ones (a dropped head) keep init.
+  """Params from `config.init_from`, placed in `params_shardings`.
 
-  Args:
-    config: the run config (`init_from`, `init_drop_head`, model fields).
-    init_params: freshly initialised params (the template).
-    params_shardings: where the params live.
-
-  Returns:
-    The params, placed in `params_shardings`.
+  The converter checks every shape against the model and, with
+  `init_drop_head`, initialises a fresh head itself.
   """
   loaded = convert.load_params(
       config.init_from, config.model, num_classes=config.num_classes,
       image_size=config.image_size, drop_head=config.init_drop_head,
-      **config.model_overrides.to_dict())
-  flat = flax.traverse_util.flatten_dict(jax.device_get(init_params))
-  new = flax.traverse_util.flatten_dict(flax.core.unfreeze(loaded))
-  unknown = sorted('/'.join(k) for k in new if k not in flat)
-  wrong = sorted('/'.join(k) for k in new
-                 if k in flat and np.shape(new[k]) != np.shape(flat[k]))
-  if unknown or wrong:
-    raise ValueError(
-        f'{config.init_from} does not fit {config.model}: unknown params '
-        f'{unknown}, wrong shapes {wrong}.')
-  kept = sorted('/'.join(k) for k in flat if k not in new)
-  if kept:
-    logging.info('Not in %s, kept from init: %s', config.init_from, kept)
-  flat.update({k: np.asarray(v, np.float32) for k, v in new.items()})
-  return jax.device_put(flax.traverse_util.unflatten_dict(flat),
-                        params_shardings)
+      seed=config.seed, **config.model_overrides.to_dict())
+  return jax.device_put(loaded, params_shardings)
 
 
 def _abstract(tree: Any, shardings: Any) -> Any:
@@ -373,16 +354,15 @@ def _evaluate_only(config, workdir, mesh) -> dict[str, float]:
   model = create_model(config)
   tx = optim.create_optimizer(config, lambda _: 0.0)
   if config.init_from:
-    # Only params are materialised: no optimizer state for a pure eval.
+    # Only the params' shapes are needed, to place the loaded params.
     def init(rng):
       images = jnp.zeros((1, config.image_size, config.image_size, 3))
       return model.init({'params': rng}, images, train=False)['params']
 
-    rng = jax.random.PRNGKey(config.seed)
     params_shardings = sharding.state_shardings(
-        jax.eval_shape(init, rng), mesh, config.shard_params)
-    params = jax.jit(init, out_shardings=params_shardings)(rng)
-    params = _load_init_params(config, params, params_shardings)
+        jax.eval_shape(init, jax.random.PRNGKey(config.seed)), mesh,
+        config.shard_params)
+    params = _load_init_params(config, params_shardings)
     step = 0
   else:
     ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
@@ -421,8 +401,8 @@ def _train(config, workdir, mesh) -> TrainState:
     state, shardings = create_train_state(config, model, tx, mesh)
     if config.init_from:
       logging.info('Initialising params from %s.', config.init_from)
-      state = state.replace(params=_load_init_params(
-          config, state.params, shardings.params))
+      state = state.replace(
+          params=_load_init_params(config, shardings.params))
   start_step = int(state.step)
   logging.info('Training steps %d..%d (%d per epoch) on %d devices.',
                start_step, total_steps, epoch_steps, jax.device_count())
