@@ -273,8 +273,13 @@ def random_erase(image: tf.Tensor, seed: tf.Tensor, *, prob: float,
   top = tf.random.stateless_uniform([], seeds[2], 0, tf.maximum(h - box_h + 1, 1), tf.int32)
   left = tf.random.stateless_uniform([], seeds[3], 0, tf.maximum(w - box_w + 1, 1), tf.int32)
   erase = (tf.random.stateless_uniform([], seeds[4]) < prob) & any_fits
-  rows = tf.range(h)[:, None, None]
-  cols = tf.range(w)[None, :, None]
-  inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
-  noise = tf.random.stateless_normal(shape, seeds[5])
-  return tf.where(inside & erase, noise, image)
+
+  # Noise for the box only, drawn only when erasing (as timm does): a full-size
+  # draw and select cost ~3 ms per 224x224 image whether or not it erased.
+  def paste_noise():
+    noise = tf.random.stateless_normal([box_h, box_w, shape[2]], seeds[5])
+    band = image[top:top + box_h]
+    band = tf.concat([band[:, :left], noise, band[:, left + box_w:]], 1)
+    return tf.concat([image[:top], band, image[top + box_h:]], 0)
+
+  return tf.cond(erase, paste_noise, lambda: image)

