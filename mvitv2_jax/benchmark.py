@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mvitv2_jax import host_memory
 from mvitv2_jax import models
 
 # Dense peak TFLOP/s per device kind and dtype, for MFU when --peak_tflops is not given.
@@ -294,6 +295,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--peak_tflops', type=float, default=None,
                  help='Device peak for MFU (default: known GPU peaks, else none).')
   p.add_argument('--json_out', default='', help='Append one JSON line per case here.')
+  p.add_argument('--malloc_defaults', action='store_true',
+                 help="On CPU, keep glibc's malloc settings (see host_memory.py).")
   args = p.parse_args(argv)
   if args.input_only:
     args.modes = ['input']
@@ -305,6 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   args = parse_args(argv)
+  # Before any case runs: see host_memory.py (a third of a CPU train step).
+  reuses_freed_memory = (not args.malloc_defaults and host_memory.runs_on_cpu()
+                         and host_memory.reuse_freed_memory())
   results = []
   model_modes = [m for m in args.modes if m != 'input']
   cases = []
@@ -318,6 +324,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   if 'input' in args.modes:
     for batch, size in itertools.product(args.batch_sizes, args.image_sizes or [64]):
       results.append(run_input_case(batch, size, args.input_batches))
+  for r in results:
+    r['host_malloc_reuse'] = reuses_freed_memory
   _print_table(results)
   if args.json_out:
     with open(args.json_out, 'a') as f:
