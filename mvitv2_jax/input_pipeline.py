@@ -167,10 +167,35 @@ def _decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
   return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
 
 
+def _round_uint8(image: tf.Tensor) -> tf.Tensor:
+  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
 def _resize_uint8(image: tf.Tensor, height, width) -> tf.Tensor:
   # Antialiased bicubic matches PIL's bicubic when downscaling.
-  image = tf.image.resize(image, [height, width], method='bicubic', antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+  return _round_uint8(tf.image.resize(image, [height, width], method='bicubic', antialias=True))
+
+
+def _resize_crop_uint8(crop: tf.Tensor, size: int) -> tf.Tensor:
+  """`_resize_uint8(crop, size, size)`, faster when it only upscales.
+
+  Upscaling, the antialiased kernel is plain Keys bicubic with the out-of-image
+  taps dropped and the rest renormalised; ResizeBicubic uses the same kernel
+  with edge-clamped taps. The two differ by < 0.25 before rounding (1.5-3% of
+  pixels by 1), and ResizeBicubic takes ~0.15 ms at 224x224 against 1.1 ms.
+
+  Args:
+    crop: uint8 [h, w, 3].
+    size: output height and width.
+
+  Returns:
+    uint8 [size, size, 3].
+  """
+  shape = tf.shape(crop)
+  return tf.cond(
+      (shape[0] <= size) & (shape[1] <= size),
+      lambda: _round_uint8(tf.image.resize(crop, [size, size], method='bicubic')),
+      lambda: _resize_uint8(crop, size, size))
 
 
 def _normalize(image: tf.Tensor) -> tf.Tensor:
@@ -193,7 +218,7 @@ def _train_example(index: tf.Tensor, example: dict, *, epoch_seed: int,
       tf.random.experimental.stateless_split(seed, 4))
   size = config.image_size
   image = _decode_and_random_crop(example['image'], crop_seed, aug.min_crop_scale)
-  image = _resize_uint8(image, size, size)
+  image = _resize_crop_uint8(image, size)
   if aug.flip:
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
     # tf.reverse, not image[:, ::-1]: the negative-stride slice is ~30x slower.

@@ -45,6 +45,19 @@ def _labels_in(config, split):
   return collections.Counter(int(ex['label']) for ex in ds)
 
 
+@pytest.mark.parametrize('height,width', [(18, 25), (64, 64), (224, 101), (300, 200), (150, 400)])
+def test_train_resize_matches_antialiased_bicubic(height, width):
+  rng = np.random.default_rng(height)
+  crop = rng.integers(0, 256, size=(height, width, 3)).astype(np.uint8)
+  out = input_pipeline._resize_crop_uint8(crop, 224).numpy().astype(int)
+  expected = input_pipeline._resize_uint8(crop, 224, 224).numpy().astype(int)
+  diff = np.abs(out - expected)
+  if height <= 224 and width <= 224:  # Plain bicubic: the same up to float rounding.
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.95
+  else:
+    assert not diff.any()
+
+
 def test_train_batch_shapes_dtypes_and_ranges(demo_dir):
   config = _config(demo_dir)
   config.aug.random_erase_prob = 0.0  # Erased pixels are N(0, 1), unbounded.
