@@ -132,16 +132,17 @@ def _translate(image: tf.Tensor, pixels: tf.Tensor, axis: int) -> tf.Tensor:
   """
   h, w, c = _dims(image)
   size = (h, w)[axis]
-  # Zeros (the shifted fill) on both sides, so both taps are plain slices.
-  padding = [[0, 0], [0, 0], [0, 0]]
-  padding[axis] = [size + 1, size + 1]
-  padded = tf.pad(_fill_shifted(image), padding)
+  # Fill colour on both sides, so that both taps are plain uint8 slices.
+  fill_shape = [h, w, c]
+  fill_shape[axis] = size + 1
+  fill = tf.broadcast_to(tf.constant(FILL_COLOR, tf.uint8), fill_shape)
+  padded = tf.concat([fill, image, fill], axis)
   floor = tf.clip_by_value(tf.cast(tf.floor(pixels), tf.int32), -size - 1, size)
   unit = [0, 0, 0]
   unit[axis] = 1
   begin = (size + 1 + floor) * tf.constant(unit)
-  lower_tap = _rows(tf.slice(padded, begin, [h, w, c]))
-  upper_tap = _rows(tf.slice(padded, begin + tf.constant(unit), [h, w, c]))
+  lower_tap = _fill_shifted(tf.slice(padded, begin, [h, w, c]))
+  upper_tap = _fill_shifted(tf.slice(padded, begin + tf.constant(unit), [h, w, c]))
   # The op samples at k + pixels rounded to float32, which lies in
   # [k + floor, k + floor + 1]: these are its weights.
   k = tf.range(size, dtype=tf.float32)
@@ -151,7 +152,7 @@ def _translate(image: tf.Tensor, pixels: tf.Tensor, axis: int) -> tf.Tensor:
     k = k[:, None]
   coords = k + pixels
   lower = k + tf.cast(floor, tf.float32)
-  out = ((lower + 1.0) - coords) * lower_tap + (coords - lower) * upper_tap
+  out = ((lower + 1.0) - coords) * _rows(lower_tap) + (coords - lower) * _rows(upper_tap)
   return _fill_unshifted(tf.reshape(out, [h, w, c]))
 
 
