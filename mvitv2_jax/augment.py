@@ -160,7 +160,7 @@ def _shear_rows(image: tf.Tensor, shear: tf.Tensor) -> tf.Tensor:
   """`_affine` with transform (1, shear, 0, 0, 1, 0), up to float rounding.
 
   Each row is an image of its own for CropAndResize, whose box shifts it by
-  shear * y: bilinear like the projective op at a quarter of its cost (their
+  shear * y: bilinear like the projective op at under half its cost (their
   float formulas differ, so ~2% of pixels come out 1 apart).
 
   Args:
