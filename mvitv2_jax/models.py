@@ -72,9 +72,10 @@ class MViTv2Config:
   # (`jax.nn.dot_product_attention` with the rel-pos term as its bias; fused cuDNN
   # attention on GPU) or 'auto' (the faster of the two on the default backend).
   attention_impl: str = 'auto'
-  # Depthwise pooling kernel: 'conv' (`conv_general_dilated` with feature groups),
-  # 'slices' (a sum of k*k strided slices times the kernel taps; same math, 20x faster
-  # on XLA:CPU, see `_depthwise_slices`) or 'auto' (slices on CPU, conv elsewhere).
+  # Depthwise and max pooling: 'conv' (XLA's windowed ops: `conv_general_dilated` with
+  # feature groups, `reduce_window`), 'slices' (elementwise over the k*k strided
+  # slices of each window; same math, 5-50x faster on XLA:CPU, see `_pool_taps`) or
+  # 'auto' (slices on CPU, conv elsewhere).
   pool_impl: str = 'auto'
 
 
@@ -172,35 +173,112 @@ def _pad_for(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
 
 
-def _depthwise_slices(x: Array, weights: Array, stride: int, kernel: int) -> Array:
-  """The depthwise conv of `spatial_pool` as a sum of k*k strided slices times taps.
+def _pool_taps(x: Array, stride: int, kernel: int, fill: float) -> list[Array]:
+  """The k*k strided windows of pooling [B, H, W, C] with PyTorch's padding (k // 2).
 
-  XLA:CPU lowers a depthwise `conv_general_dilated` (feature_group_count = C) to a
-  slow generic loop: on MViTv2-S shapes it is 20-50x slower than this forward and
-  10-50x slower in the backward pass, and it dominated the whole train step. The
-  slices fuse into one elementwise loop (and their transposes into pads). Same
-  products and sums, in a different order: equal to fp32 rounding.
+  Tap i*k + j holds, for every output position, the input at offset (i, j) of its
+  window (`fill` outside the map): [B, out_h, out_w, C] each. Pooling as an
+  elementwise combination of taps fuses into one loop on XLA:CPU, where the windowed
+  ops (grouped `conv_general_dilated`, `reduce_window` and their gradients) lower to
+  slow generic loops: 5-50x slower on MViTv2-S shapes.
   """
   pad = kernel // 2
   batch, height, width, channels = x.shape
   out_h = (height + 2 * pad - kernel) // stride + 1
   out_w = (width + 2 * pad - kernel) // stride + 1
-  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=fill)
+  return [jax.lax.slice(x, (0, i, j, 0),
+                        (batch, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1,
+                         channels),
+                        (1, stride, stride, 1))
+          for i in range(kernel) for j in range(kernel)]
+
+
+def _scatter_taps(taps: list[Array], input_shape: tuple[int, ...], stride: int,
+                  kernel: int) -> Array:
+  """The transpose of `_pool_taps`: sums each tap back onto the input positions it read."""
+  pad = kernel // 2
+  _, height, width, _ = input_shape
+  padded_h, padded_w = height + 2 * pad, width + 2 * pad
+  total = 0
+  for t, tap in enumerate(taps):
+    i, j = divmod(t, kernel)
+    out_h, out_w = tap.shape[1:3]
+    config = ((0, 0, 0),
+              (i, padded_h - i - (out_h - 1) * stride - 1, stride - 1),
+              (j, padded_w - j - (out_w - 1) * stride - 1, stride - 1),
+              (0, 0, 0))
+    total = total + jax.lax.pad(tap, jnp.zeros((), tap.dtype), config)
+  return total[:, pad:pad + height, pad:pad + width]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise_slices(x: Array, weights: Array, stride: int, kernel: int) -> Array:
+  """The depthwise conv of `spatial_pool` as the sum of its taps times the kernel.
+
+  Same products and sums as the conv, in a different order: equal to fp32 rounding.
+  The custom gradient keeps only `x` for the backward pass, where automatic
+  differentiation would keep all k*k taps (9 copies of the map).
+  """
   # Accumulate in fp32 (free inside the fusion) so bf16 matches a conv's accumulation.
   weights = weights.astype(jnp.float32)
-  out = jnp.zeros((batch, out_h, out_w, channels), jnp.float32)
-  for i in range(kernel):
-    for j in range(kernel):
-      window = jax.lax.slice(
-          x, (0, i, j, 0),
-          (batch, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, channels),
-          (1, stride, stride, 1))
-      out = out + window.astype(jnp.float32) * weights[i, j, 0]
+  out = 0
+  for t, tap in enumerate(_pool_taps(x, stride, kernel, 0.0)):
+    out = out + tap.astype(jnp.float32) * weights[t // kernel, t % kernel, 0]
   return out.astype(x.dtype)
 
 
+def _depthwise_slices_fwd(x, weights, stride, kernel):
+  return _depthwise_slices(x, weights, stride, kernel), (x, weights)
+
+
+def _depthwise_slices_bwd(stride, kernel, residuals, grad_out):
+  x, weights = residuals
+  grad_f32 = grad_out.astype(jnp.float32)
+  taps = _pool_taps(x, stride, kernel, 0.0)
+  grad_weights = jnp.stack([
+      jnp.sum(tap.astype(jnp.float32) * grad_f32, axis=(0, 1, 2)) for tap in taps])
+  grad_taps = [(grad_f32 * weights[t // kernel, t % kernel, 0].astype(jnp.float32)).astype(x.dtype)
+               for t in range(kernel * kernel)]
+  return (_scatter_taps(grad_taps, x.shape, stride, kernel),
+          grad_weights.reshape(weights.shape).astype(weights.dtype))
+
+
+_depthwise_slices.defvjp(_depthwise_slices_fwd, _depthwise_slices_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool_slices(x: Array, stride: int, kernel: int) -> Array:
+  """Max pooling as the max of its taps (-inf padding).
+
+  The gradient goes to the first maximum of each window in row-major order, as in
+  PyTorch and XLA's `reduce_window` gradient (the automatic gradient of a chain of
+  `maximum`s would split ties); the backward pass keeps only that tap's index.
+  """
+  return functools.reduce(jnp.maximum, _pool_taps(x, stride, kernel, -jnp.inf))
+
+
+def _max_pool_slices_fwd(x, stride, kernel):
+  taps = _pool_taps(x, stride, kernel, -jnp.inf)
+  out, first_max = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
+  for t, tap in enumerate(taps[1:], 1):
+    larger = tap > out  # Strictly: ties keep the earlier tap.
+    out, first_max = jnp.where(larger, tap, out), jnp.where(larger, jnp.int8(t), first_max)
+  return out, (first_max, x.shape)
+
+
+def _max_pool_slices_bwd(stride, kernel, residuals, grad_out):
+  first_max, input_shape = residuals
+  zero = jnp.zeros((), grad_out.dtype)
+  grad_taps = [jnp.where(first_max == t, grad_out, zero) for t in range(kernel * kernel)]
+  return (_scatter_taps(grad_taps, input_shape, stride, kernel),)
+
+
+_max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
+
+
 def spatial_pool(x: Array, stride: int, kernel: int, mode: str, weights: Array | None = None,
-                 conv_impl: str = 'conv') -> Array:
+                 impl: str = 'conv') -> Array:
   """Pools [B, H, W, C] spatially with PyTorch's padding and output size (ceil(H/stride)).
 
   Args:
@@ -210,24 +288,26 @@ def spatial_pool(x: Array, stride: int, kernel: int, mode: str, weights: Array |
     mode: 'conv' (depthwise conv with `weights` [k, k, 1, C]), 'avg' (zero padding
       counted, as PyTorch's AvgPool2d) or 'max' (-inf padding).
     weights: depthwise kernel for mode 'conv'.
-    conv_impl: for mode 'conv': 'conv' (`conv_general_dilated` with feature groups)
-      or 'slices' (`_depthwise_slices`, the same math).
+    impl: for modes 'conv' and 'max': 'conv' (XLA's windowed ops: grouped
+      `conv_general_dilated`, `reduce_window`) or 'slices' (`_pool_taps`, same math).
 
   Returns:
     [B, ceil(H/stride), ceil(W/stride), C].
   """
+  if impl not in ('conv', 'slices'):
+    raise ValueError(f"Unknown pool_impl {impl!r}; expected 'auto', 'conv' or 'slices'.")
   padding = _pad_for(kernel)
   if mode == 'conv':
-    if conv_impl == 'slices':
+    if impl == 'slices':
       return _depthwise_slices(x, weights, stride, kernel)
-    if conv_impl != 'conv':
-      raise ValueError(f"Unknown pool_impl {conv_impl!r}; expected 'auto', 'conv' or 'slices'.")
     return jax.lax.conv_general_dilated(
         x, weights.astype(x.dtype), (stride, stride), padding,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
   window, strides = (1, kernel, kernel, 1), (1, stride, stride, 1)
   padding = ((0, 0),) + padding + ((0, 0),)
   if mode == 'max':
+    if impl == 'slices':
+      return _max_pool_slices(x, stride, kernel)
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
   if mode == 'avg':
     total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
@@ -294,7 +374,7 @@ class MultiScaleAttention(nn.Module):
     else:
       kernels = [None] * 3
     pool = functools.partial(spatial_pool, kernel=cfg.pool_kernel, mode=cfg.pool_mode,
-                             conv_impl=pool_impl(cfg))
+                             impl=pool_impl(cfg))
     if spec.q_stride == spec.kv_stride:  # Pool q, k and v in one call.
       kernel = None if kernels[0] is None else jnp.concatenate(kernels, axis=-1)
       pooled_q, pooled_kv = jnp.split(pool(spatial, spec.q_stride, weights=kernel), [dim], -1)
@@ -395,7 +475,7 @@ class MultiScaleBlock(nn.Module):
     num_prefix = 1 if self.cfg.cls_token else 0
     stride = self.spec.q_stride
     spatial = x[:, num_prefix:].reshape(x.shape[0], *grid, x.shape[-1])
-    pooled = spatial_pool(spatial, stride, stride + 1, 'max')
+    pooled = spatial_pool(spatial, stride, stride + 1, 'max', impl=pool_impl(self.cfg))
     pooled = pooled.reshape(x.shape[0], -1, x.shape[-1])
     return jnp.concatenate([x[:, :num_prefix], pooled], axis=1)
 

@@ -189,6 +189,42 @@ def test_init_follows_original():
   assert np.abs(flat['patch_embed/kernel']).max() <= 1 / np.sqrt(3 * 49)
 
 
+def _logits_and_grads(params, images, **impls):
+  model = models.create_model('mvitv2_t', **TINY, **impls)
+  loss = lambda p: (model.apply({'params': p}, images) ** 2).sum()
+  logits = jax.jit(lambda p: model.apply({'params': p}, images))(params)
+  return logits, jax.jit(jax.grad(loss))(params)
+
+
+@pytest.mark.parametrize('pool_impl', ['conv', 'slices'])
+@pytest.mark.parametrize('attention_impl', ['einsum', 'dot_product'])
+def test_kernel_impls_agree_with_the_original(pool_impl, attention_impl, tiny_golden):
+  # Every formulation gives the original's logits; all share one gradient, that of
+  # XLA's plain windowed ops and einsums (pooling skip, conv pooling, attention).
+  params, images = tiny_golden
+  logits, grads = _logits_and_grads(params, images, pool_impl=pool_impl,
+                                    attention_impl=attention_impl)
+  np.testing.assert_allclose(logits, np.load(DATA / 'golden_tiny.npz')['logits'], atol=1e-4)
+  _, want = _logits_and_grads(params, images, pool_impl='conv', attention_impl='einsum')
+  want = traverse_util.flatten_dict(want)
+  # fp32 rounding, on the scale of the whole gradient: some leaves are zero up to
+  # rounding (e.g. norm_k's bias, to which softmax is invariant).
+  atol = 1e-5 * max(np.abs(g).max() for g in want.values())
+  for path, got in traverse_util.flatten_dict(grads).items():
+    np.testing.assert_allclose(got, want[path], rtol=1e-4, atol=atol, err_msg='/'.join(path))
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum():
+  # Ties (here: all equal) route each window's gradient to its first element in
+  # row-major order, as PyTorch's max_pool2d and XLA's reduce_window gradient do.
+  x = jnp.zeros((1, 4, 4, 1))
+  for impl in ('conv', 'slices'):
+    grad = jax.grad(lambda x: models.spatial_pool(x, 2, 3, 'max', impl=impl).sum())(x)
+    # Windows start at rows/cols -1 and 1: their first real elements are 0 and 1.
+    np.testing.assert_array_equal(grad[0, :, :, 0], [[1, 1, 0, 0], [1, 1, 0, 0],
+                                                    [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
 @pytest.mark.parametrize('mode', ['avg', 'max'])
 def test_pooling_ablation_modes(mode, tiny_golden):
   _, images = tiny_golden
