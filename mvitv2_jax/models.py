@@ -235,7 +235,9 @@ def _depthwise_slices_fwd(x, weights, stride, kernel):
 def _depthwise_slices_bwd(stride, kernel, residuals, grad_out):
   x, weights = residuals
   grad_f32 = grad_out.astype(jnp.float32)
-  taps = _pool_taps(x, stride, kernel, 0.0)
+  # Recompute the taps from a barrier's output: on `x` itself XLA would merge them with
+  # the forward's taps (CSE) and keep all nine alive from the forward pass.
+  taps = _pool_taps(jax.lax.optimization_barrier(x), stride, kernel, 0.0)
   grad_weights = jnp.stack([
       jnp.sum(tap.astype(jnp.float32) * grad_f32, axis=(0, 1, 2)) for tap in taps])
   grad_taps = [(grad_f32 * weights[t // kernel, t % kernel, 0].astype(jnp.float32)).astype(x.dtype)
