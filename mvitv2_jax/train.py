@@ -302,8 +302,9 @@ class _Preemption:
     self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
+    # Only set the flag: the handler runs between two bytecodes of the main thread,
+    # possibly inside a log write, where writing to the same stream again fails.
     del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint, then exiting.')
     self._flag.set()
 
   def requested(self, at_boundary: bool) -> bool:

@@ -115,12 +115,15 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
       str(tmp_path), {'num_train_steps': 100_000, 'log_every_steps': 1},
       wait=False)
   lines = []
-  for line in proc.stdout:
-    lines.append(line)
-    if 'step 3/' in line:
-      proc.send_signal(signal.SIGTERM)
-      break
-  out = ''.join(lines) + proc.communicate(timeout=300)[0]
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if 'step 3/' in line:
+        proc.send_signal(signal.SIGTERM)
+        break
+    out = ''.join(lines) + proc.communicate(timeout=300)[0]
+  finally:
+    proc.kill()  # A run that ignored SIGTERM must not outlive the test.
   assert proc.returncode == 0, out
   assert 'DONE' in out
   steps = [int(s) for s in os.listdir(tmp_path / 'checkpoints')]
