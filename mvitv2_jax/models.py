@@ -257,15 +257,21 @@ def _max_pool_slices(x: Array, stride: int, kernel: int) -> Array:
   PyTorch and XLA's `reduce_window` gradient (the automatic gradient of a chain of
   `maximum`s would split ties); the backward pass keeps only that tap's index.
   """
-  return functools.reduce(jnp.maximum, _pool_taps(x, stride, kernel, -jnp.inf))
+  return _max_and_first_max(x, stride, kernel)[0]  # XLA drops the unused index.
 
 
-def _max_pool_slices_fwd(x, stride, kernel):
+def _max_and_first_max(x: Array, stride: int, kernel: int) -> tuple[Array, Array]:
+  """Each window's max and the int8 index of its first maximum tap."""
   taps = _pool_taps(x, stride, kernel, -jnp.inf)
   out, first_max = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
   for t, tap in enumerate(taps[1:], 1):
     larger = tap > out  # Strictly: ties keep the earlier tap.
     out, first_max = jnp.where(larger, tap, out), jnp.where(larger, jnp.int8(t), first_max)
+  return out, first_max
+
+
+def _max_pool_slices_fwd(x, stride, kernel):
+  out, first_max = _max_and_first_max(x, stride, kernel)
   return out, (first_max, x.shape)
 
 
