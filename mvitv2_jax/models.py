@@ -194,22 +194,29 @@ def _pool_taps(x: Array, stride: int, kernel: int, fill: float) -> list[Array]:
           for i in range(kernel) for j in range(kernel)]
 
 
-def _scatter_taps(taps: list[Array], input_shape: tuple[int, ...], stride: int,
-                  kernel: int) -> Array:
-  """The transpose of `_pool_taps`: sums each tap back onto the input positions it read."""
+def _gather_taps(grad: Array, input_shape: tuple[int, ...], stride: int,
+                 kernel: int) -> list[Array]:
+  """The transpose of `_pool_taps`, as k*k views of the output gradient.
+
+  View i*k + j holds, at each input position, the gradient of the output window that
+  read it as its tap (i, j), or zero if none did: summing each view times its tap's
+  weight gives the input gradient. This gathers from one padded copy of `grad`
+  (stride - 1 zeros between its entries) in a single loop, where scattering each tap
+  back separately would write k*k padded maps.
+  """
   pad = kernel // 2
-  _, height, width, _ = input_shape
-  padded_h, padded_w = height + 2 * pad, width + 2 * pad
-  total = 0
-  for t, tap in enumerate(taps):
-    i, j = divmod(t, kernel)
-    out_h, out_w = tap.shape[1:3]
-    config = ((0, 0, 0),
-              (i, padded_h - i - (out_h - 1) * stride - 1, stride - 1),
-              (j, padded_w - j - (out_w - 1) * stride - 1, stride - 1),
-              (0, 0, 0))
-    total = total + jax.lax.pad(tap, jnp.zeros((), tap.dtype), config)
-  return total[:, pad:pad + height, pad:pad + width]
+  batch, height, width, channels = input_shape
+  out_h, out_w = grad.shape[1:3]
+  low = kernel - 1 - pad
+  config = ((0, 0, 0),
+            (low, height + pad - (out_h - 1) * stride - 1, stride - 1),
+            (low, width + pad - (out_w - 1) * stride - 1, stride - 1),
+            (0, 0, 0))
+  padded = jax.lax.pad(grad, jnp.zeros((), grad.dtype), config)
+  # Input row y met tap row i in output row (y + pad - i) / stride: padded row y + k-1-i.
+  return [jax.lax.slice(padded, (0, kernel - 1 - i, kernel - 1 - j, 0),
+                        (batch, kernel - 1 - i + height, kernel - 1 - j + width, channels))
+          for i in range(kernel) for j in range(kernel)]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -240,10 +247,10 @@ def _depthwise_slices_bwd(stride, kernel, residuals, grad_out):
   taps = _pool_taps(jax.lax.optimization_barrier(x), stride, kernel, 0.0)
   grad_weights = jnp.stack([
       jnp.sum(tap.astype(jnp.float32) * grad_f32, axis=(0, 1, 2)) for tap in taps])
-  grad_taps = [(grad_f32 * weights[t // kernel, t % kernel, 0].astype(jnp.float32)).astype(x.dtype)
-               for t in range(kernel * kernel)]
-  return (_scatter_taps(grad_taps, x.shape, stride, kernel),
-          grad_weights.reshape(weights.shape).astype(weights.dtype))
+  grad_x = 0
+  for t, view in enumerate(_gather_taps(grad_f32, x.shape, stride, kernel)):
+    grad_x = grad_x + view * weights[t // kernel, t % kernel, 0].astype(jnp.float32)
+  return grad_x.astype(x.dtype), grad_weights.reshape(weights.shape).astype(weights.dtype)
 
 
 _depthwise_slices.defvjp(_depthwise_slices_fwd, _depthwise_slices_bwd)
@@ -277,9 +284,10 @@ def _max_pool_slices_fwd(x, stride, kernel):
 
 def _max_pool_slices_bwd(stride, kernel, residuals, grad_out):
   first_max, input_shape = residuals
-  zero = jnp.zeros((), grad_out.dtype)
-  grad_taps = [jnp.where(first_max == t, grad_out, zero) for t in range(kernel * kernel)]
-  return (_scatter_taps(grad_taps, input_shape, stride, kernel),)
+  views = zip(_gather_taps(grad_out, input_shape, stride, kernel),
+              _gather_taps(first_max, input_shape, stride, kernel))
+  # Padding reads index 0 next to gradient 0: harmless for tap 0.
+  return (sum(jnp.where(index == t, grad, 0) for t, (grad, index) in enumerate(views)),)
 
 
 _max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)

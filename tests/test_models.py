@@ -225,6 +225,24 @@ def test_max_pool_gradient_goes_to_the_first_maximum():
                                                     [0, 0, 0, 0], [0, 0, 0, 0]])
 
 
+@pytest.mark.parametrize('mode', ['conv', 'max'])
+@pytest.mark.parametrize('size,stride,kernel', [(8, 1, 3), (7, 2, 3), (9, 4, 3), (8, 2, 3),
+                                                (6, 3, 5)])
+def test_pooling_slices_gradient_equals_the_windowed_ops(mode, size, stride, kernel):
+  # The slices' hand-written transposes (gathered taps) against XLA's own gradient of
+  # the windowed ops, on odd and even sizes at every stride the models use.
+  x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 3))
+  weights = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 3))
+  grads = {}
+  for impl in ('conv', 'slices'):
+    def loss(x, weights, impl=impl):
+      out = models.spatial_pool(x, stride, kernel, mode, weights=weights, impl=impl)
+      return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
+    grads[impl] = jax.grad(loss, argnums=(0, 1))(x, weights)
+  for got, want in zip(grads['slices'], grads['conv']):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('mode', ['avg', 'max'])
 def test_pooling_ablation_modes(mode, tiny_golden):
   _, images = tiny_golden
