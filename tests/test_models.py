@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import flax.linen as nn
 from flax import traverse_util
 
 from mvitv2_jax import convert
@@ -223,6 +224,29 @@ def test_max_pool_gradient_goes_to_the_first_maximum():
     # Windows start at rows/cols -1 and 1: their first real elements are 0 and 1.
     np.testing.assert_array_equal(grad[0, :, :, 0], [[1, 1, 0, 0], [1, 1, 0, 0],
                                                     [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_layer_norm_matches_flax(dtype):
+  # Same params, outputs and gradients as the nn.LayerNorm the model used before.
+  x = (3 * jax.random.normal(jax.random.key(0), (2, 5, 7, 16)) + 1).astype(dtype)
+  ours = models.LayerNorm(dtype=dtype)
+  flax_norm = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, dtype=dtype)
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(1), p.shape),
+                        flax_norm.init(jax.random.key(2), x))
+  assert jax.tree.structure(params) == jax.tree.structure(ours.init(jax.random.key(2), x))
+  cotangent = jax.random.normal(jax.random.key(3), x.shape)
+
+  def loss(module, params, x):
+    return jnp.sum(module.apply(params, x).astype(jnp.float32) * cotangent)
+
+  got, want = ours.apply(params, x), flax_norm.apply(params, x)
+  assert got.dtype == want.dtype == dtype
+  np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=1e-6, atol=1e-6)
+  tol = 1e-5 if dtype == jnp.float32 else 1e-2
+  for got, want in zip(jax.tree.leaves(jax.grad(loss, argnums=(1, 2))(ours, params, x)),
+                       jax.tree.leaves(jax.grad(loss, argnums=(1, 2))(flax_norm, params, x))):
+    np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize('mode', ['conv', 'max'])
