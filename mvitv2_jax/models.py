@@ -151,8 +151,9 @@ def _layer_norm_fwd(x, scale, bias):
 
 def _layer_norm_bwd(residuals, grad):
   # The textbook layer-norm gradient: two row means for the input, two column sums for
-  # the params. Differentiating the forward instead traces the mean and the variance
-  # separately, which XLA:CPU runs as more reductions.
+  # the params. The traced gradient of the forward has more reductions, and with it
+  # XLA:CPU fused the residual stream's gradient (a sum over all later blocks) into each
+  # block's consumers, recomputing it there.
   x, mean, rstd, scale = residuals
   grad = grad.astype(jnp.float32)
   normed = (x.astype(jnp.float32) - mean) * rstd
@@ -454,8 +455,7 @@ class MultiScaleAttention(nn.Module):
     pooled_k, pooled_v = jnp.split(pooled_kv, 2, axis=-1)
     q, k, v = tokens(pooled_q, pre_q), tokens(pooled_k, pre_k), tokens(pooled_v, pre_v)
     if cfg.pool_mode == 'conv':  # The original normalises only conv-pooled tensors.
-      norm = functools.partial(LayerNorm,
-                               dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+      norm = functools.partial(LayerNorm, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
       q, k, v = norm(name='norm_q')(q), norm(name='norm_k')(k), norm(name='norm_v')(v)
 
     table_shape = (spec.rel_pos_len, head_dim)
@@ -511,8 +511,7 @@ class MultiScaleBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, grid: tuple[int, int], train: bool) -> tuple[Array, tuple[int, int]]:
     cfg, spec = self.cfg, self.spec
-    norm = functools.partial(LayerNorm,
-                             dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    norm = functools.partial(LayerNorm, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
     proj = functools.partial(TokenDense, spec.dim_out, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                              kernel_init=trunc_normal_init, name='proj')
     widens = spec.dim_in != spec.dim_out
