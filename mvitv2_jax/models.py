@@ -266,6 +266,16 @@ def _gather_taps(grad: Array, input_shape: tuple[int, ...], stride: int,
           for i in range(kernel) for j in range(kernel)]
 
 
+def _weighted_sum(taps: list[Array], weights: Array, kernel: int) -> Array:
+  """Sum of tap i*k + j times weights[i, j, 0], accumulated in float32.
+
+  The float32 accumulation is free inside the fusion and makes bf16 match a conv's.
+  """
+  weights = weights.astype(jnp.float32)
+  return sum(tap.astype(jnp.float32) * weights[t // kernel, t % kernel, 0]
+             for t, tap in enumerate(taps))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _depthwise_slices(x: Array, weights: Array, stride: int, kernel: int) -> Array:
   """The depthwise conv of `spatial_pool` as the sum of its taps times the kernel.
@@ -274,12 +284,7 @@ def _depthwise_slices(x: Array, weights: Array, stride: int, kernel: int) -> Arr
   The custom gradient keeps only `x` for the backward pass, where automatic
   differentiation would keep all k*k taps (9 copies of the map).
   """
-  # Accumulate in fp32 (free inside the fusion) so bf16 matches a conv's accumulation.
-  weights = weights.astype(jnp.float32)
-  out = 0
-  for t, tap in enumerate(_pool_taps(x, stride, kernel, 0.0)):
-    out = out + tap.astype(jnp.float32) * weights[t // kernel, t % kernel, 0]
-  return out.astype(x.dtype)
+  return _weighted_sum(_pool_taps(x, stride, kernel, 0.0), weights, kernel).astype(x.dtype)
 
 
 def _depthwise_slices_fwd(x, weights, stride, kernel):
@@ -294,9 +299,7 @@ def _depthwise_slices_bwd(stride, kernel, residuals, grad_out):
   taps = _pool_taps(jax.lax.optimization_barrier(x), stride, kernel, 0.0)
   grad_weights = jnp.stack([
       jnp.sum(tap.astype(jnp.float32) * grad_f32, axis=(0, 1, 2)) for tap in taps])
-  grad_x = 0
-  for t, view in enumerate(_gather_taps(grad_f32, x.shape, stride, kernel)):
-    grad_x = grad_x + view * weights[t // kernel, t % kernel, 0].astype(jnp.float32)
+  grad_x = _weighted_sum(_gather_taps(grad_f32, x.shape, stride, kernel), weights, kernel)
   return grad_x.astype(x.dtype), grad_weights.reshape(weights.shape).astype(weights.dtype)
 
 
