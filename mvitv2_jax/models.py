@@ -276,6 +276,16 @@ def _weighted_sum(taps: list[Array], weights: Array, kernel: int) -> Array:
              for t, tap in enumerate(taps))
 
 
+def _one_loop(x: Array) -> Array:
+  """`x`, through a select that XLA:CPU's YNNPACK fusions do not take.
+
+  Left alone, YNNPACK merged the sum of the taps into the next layer norm's fusion and
+  had XLA write out each of the k*k taps first; behind a select, the taps, their sum and
+  this select stay in one loop. The select is an identity (NaN in, NaN out).
+  """
+  return jnp.where(x == x, x, jnp.nan)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _depthwise_slices(x: Array, weights: Array, stride: int, kernel: int) -> Array:
   """The depthwise conv of `spatial_pool` as the sum of its taps times the kernel.
@@ -284,7 +294,8 @@ def _depthwise_slices(x: Array, weights: Array, stride: int, kernel: int) -> Arr
   The custom gradient keeps only `x` for the backward pass, where automatic
   differentiation would keep all k*k taps (9 copies of the map).
   """
-  return _weighted_sum(_pool_taps(x, stride, kernel, 0.0), weights, kernel).astype(x.dtype)
+  pooled = _weighted_sum(_pool_taps(x, stride, kernel, 0.0), weights, kernel)
+  return _one_loop(pooled).astype(x.dtype)
 
 
 def _depthwise_slices_fwd(x, weights, stride, kernel):
