@@ -506,6 +506,15 @@ class MultiScaleAttention(nn.Module):
     return dense(dim, name='proj')(out), tuple(q_grid)
 
 
+def gelu(x: Array) -> Array:
+  """Exact GELU written as PyTorch computes it, x * (1 + erf(x / sqrt(2))) / 2.
+
+  `nn.gelu(approximate=False)` goes through erfc, which XLA:CPU evaluates with an exp
+  and a division: this form made the MLP's GELU and its gradient about a third faster.
+  """
+  return x * (jax.lax.erf(x * np.asarray(2**-0.5, x.dtype)) + 1) * np.asarray(0.5, x.dtype)
+
+
 class Mlp(nn.Module):
   hidden_dim: int
   out_dim: int
@@ -517,7 +526,7 @@ class Mlp(nn.Module):
     dense = functools.partial(TokenDense, dtype=self.dtype, param_dtype=self.param_dtype,
                               kernel_init=trunc_normal_init)
     x = dense(self.hidden_dim, name='fc1')(x)
-    return dense(self.out_dim, name='fc2')(nn.gelu(x, approximate=False))
+    return dense(self.out_dim, name='fc2')(gelu(x))
 
 
 class MultiScaleBlock(nn.Module):
