@@ -457,8 +457,12 @@ class MultiScaleAttention(nn.Module):
       pooled_q, pooled_kv = jnp.split(pool(spatial, spec.q_stride, weights=kernel), [dim], -1)
     else:  # k and v share a stride: two calls.
       kernel_kv = None if kernels[1] is None else jnp.concatenate(kernels[1:], axis=-1)
-      pooled_q = pool(spatial[..., :dim], spec.q_stride, weights=kernels[0])
-      pooled_kv = pool(spatial[..., dim:], spec.kv_stride, weights=kernel_kv)
+      # Split, not two slices: the gradient of a split is one concatenate, where that of
+      # the slices pads each part to full width and adds them (both pools' gradients
+      # computed at every position: the block's pooling backward took 1.2-1.7x as long).
+      spatial_q, spatial_kv = jnp.split(spatial, [dim], -1)
+      pooled_q = pool(spatial_q, spec.q_stride, weights=kernels[0])
+      pooled_kv = pool(spatial_kv, spec.kv_stride, weights=kernel_kv)
     q_grid, k_grid = pooled_q.shape[1:3], pooled_kv.shape[1:3]
 
     def tokens(pooled, prefix_part):  # -> [B, N', heads, head_dim], prefix first.
