@@ -514,7 +514,7 @@ def gelu(x: Array) -> Array:
   """Exact GELU written as PyTorch computes it, x * (1 + erf(x / sqrt(2))) / 2.
 
   `nn.gelu(approximate=False)` goes through erfc, which XLA:CPU evaluates with an exp
-  and a division: this form made the MLP's GELU and its gradient about a third faster.
+  and a division; on stage 1's hidden layer this form is 2.2x faster, its gradient 1.6x.
   """
   return x * (jax.lax.erf(x * np.asarray(2**-0.5, x.dtype)) + 1) * np.asarray(0.5, x.dtype)
 

@@ -249,6 +249,20 @@ def test_layer_norm_matches_flax(dtype):
     np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_gelu_matches_flax_exact_gelu(dtype):
+  # The erf form against nn.gelu(approximate=False) (erfc), tails included.
+  x = jnp.linspace(-12.0, 12.0, 4001).astype(dtype)
+  got, want = models.gelu(x), nn.gelu(x, approximate=False)
+  assert got.dtype == dtype
+  tol = 1e-6 if dtype == jnp.float32 else 1e-2
+  np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol)
+  grad = lambda f: jax.vmap(jax.grad(lambda v: f(v).astype(jnp.float32)))(x)
+  np.testing.assert_allclose(np.float32(grad(models.gelu)),
+                             np.float32(grad(lambda v: nn.gelu(v, approximate=False))),
+                             rtol=10 * tol, atol=10 * tol)
+
+
 @pytest.mark.parametrize('mode', ['conv', 'max'])
 @pytest.mark.parametrize('size,stride,kernel', [(8, 1, 3), (7, 2, 3), (9, 4, 3), (8, 2, 3),
                                                 (6, 3, 5)])
