@@ -306,11 +306,12 @@ def _tap_weight_grads(taps: list[Array], grad: Array) -> Array:
   """Sum over images and positions of each tap times `grad`: [k*k, C] in float32.
 
   The images are summed in an unrolled elementwise sum, `unroll` at a time, into a
-  [B / unroll, out_h, out_w, k*k, C] stack, then reduced. That is one loop over the
-  input and `grad`; one reduction per tap had XLA write out each tap and read both
-  again for each (MViTv2-S stage 3, batch 8: 10.4 -> 4.7 ms per pool).
+  [B / unroll, out_h, out_w, k*k, C] stack that is reduced once, so no tap is written
+  out. With one reduction per tap, XLA wrote out each tap and then read it and `grad`
+  again (MViTv2-S stage 3, batch 8: 10.4 -> 4.7 ms per pool).
   """
   batch = grad.shape[0]
+  # A batch with no divisor from 2 to 8 (e.g. 11) gets unroll 1: the full-size stack.
   unroll = max(d for d in range(1, min(batch, 8) + 1) if batch % d == 0)
   groups = lambda a: a.astype(jnp.float32).reshape(unroll, batch // unroll, *a.shape[1:])
   grad = groups(grad)
