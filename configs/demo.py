@@ -5,7 +5,7 @@
 Ten classes of procedural shapes at 64x64 (built by TFDS on first use, a few
 seconds, no download). Float32 on CPU, light augmentation, no mixup. Chance is
 10% top-1; see the eval lines in the log and TensorBoard in the workdir.
-On a busy 2-core CPU: about 4.5 minutes, top-1 about 65% after one epoch.
+On a 2-core CPU: 2-4.5 minutes, top-1 60-65% after one epoch.
 """
 
 from configs import default
