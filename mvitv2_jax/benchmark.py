@@ -139,7 +139,7 @@ def create_optimizer(batch_size: int) -> optax.GradientTransformation:
   return optim.create_optimizer(config, optim.create_schedule(config, 1000, 100_000))
 
 
-class _Runner:
+class Runner:
   """One compiled case: its arguments, a step function and its measurements."""
 
   def __init__(self, case: Case, args: argparse.Namespace):
@@ -223,7 +223,7 @@ def run_model_cases(cases: list[Case], args: argparse.Namespace) -> list[dict[st
   """Compiles every case, then times them in interleaved rounds."""
   runners = []
   for case in cases:
-    runners.append(_Runner(case, args))
+    runners.append(Runner(case, args))
     print(f'compiled {case} in {runners[-1].compile_s:.1f} s', file=sys.stderr)
   for _ in range(args.warmup):
     for runner in runners:
