@@ -16,7 +16,7 @@ The PyTorch side runs in an interpreter of its own with torch and timm (and the
 torchvision that timm imports), e.g.
   python -m venv /tmp/pt && /tmp/pt/bin/pip install torch==2.13.0+cpu
   /tmp/pt/bin/pip install --no-deps torchvision==0.28.0 timm
-  /tmp/pt/bin/pip install pyyaml huggingface_hub safetensors pillow
+  /tmp/pt/bin/pip install numpy pyyaml huggingface_hub safetensors pillow
 It never imports this package, so this file imports only the standard library at the
 top; each worker imports its framework.
 """
