@@ -72,10 +72,11 @@ def _import_timm():
     compiled_ops = glob.glob(os.path.join(torchvision.submodule_search_locations[0], '_C.*'))
     try:
       torch.ops.load_library(compiled_ops[0])
-    except OSError:
-      # E.g. torchvision's CUDA wheel with the CPU build of torch: its import then
-      # fails registering fake kernels for two of these ops. MViTv2 uses no
-      # torchvision op; declaring those two schemas lets the import finish.
+    except (IndexError, OSError):
+      # No compiled ops, or ones that do not load (torchvision's CUDA wheel with the
+      # CPU build of torch): its import then fails registering fake kernels for two
+      # of them. MViTv2 uses no torchvision op; declaring those two schemas lets the
+      # import finish.
       _torchvision_schemas = torch.library.Library('torchvision', 'DEF')
       for op in ('nms', 'qnms'):
         _torchvision_schemas.define(
