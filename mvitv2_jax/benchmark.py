@@ -139,6 +139,11 @@ def create_optimizer(batch_size: int) -> optax.GradientTransformation:
   return optim.create_optimizer(config, optim.create_schedule(config, 1000, 100_000))
 
 
+def train_drop_path_rate(variant: str) -> float:
+  """Drop path in a train-step case: the variant's recipe rate, 0.1 where it has none."""
+  return models.DROP_PATH_RATES.get(variant, 0.1)
+
+
 class Runner:
   """One compiled case: its arguments, a step function and its measurements."""
 
@@ -150,7 +155,7 @@ class Runner:
     if args.remat_policy:
       overrides.update(remat=True, remat_policy='' if args.remat_policy == 'all' else args.remat_policy)
     if case.mode == 'train':
-      overrides['drop_path_rate'] = models.DROP_PATH_RATES.get(case.variant, 0.1)
+      overrides['drop_path_rate'] = train_drop_path_rate(case.variant)
     model = models.create_model(case.variant, **overrides)
     self.cfg = model.cfg
     rng = np.random.default_rng(0)

@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
   if args.worker:
     _serve(*(_jax_step if args.worker == 'jax' else _torch_step)(args))
     return []
-  from mvitv2_jax import models  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax import benchmark  # pylint: disable=g-import-not-at-top
   results = []
   for mode in args.modes.split(','):
-    rate = models.DROP_PATH_RATES.get(args.variant, 0.1) if mode == 'train' else 0.0
+    rate = benchmark.train_drop_path_rate(args.variant) if mode == 'train' else 0.0
     flags = _worker_args(args, mode, rate)
     times = run_in_turn({
         'jax': [sys.executable, '-m', 'mvitv2_jax.side_by_side', '--worker', 'jax'] + flags,
