@@ -1,8 +1,10 @@
-"""Decomposed relative positions of MViTv2: static index grids and table resizing.
+"""Decomposed relative positions of MViTv2: index grids, table resizing, the logit term.
 
-Everything here depends only on shapes, so it runs in NumPy at trace time.
+Index grids depend only on shapes, so they are computed in NumPy at trace time.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -51,3 +53,34 @@ def resize_table(table: np.ndarray, length: int) -> np.ndarray:
   frac = (pos - lo)[:, None]
   resized = table[lo].astype(np.float64) * (1.0 - frac) + table[hi].astype(np.float64) * frac
   return resized.astype(table.dtype)
+
+
+def rel_pos_terms(q: jax.Array, q_grid: tuple[int, ...], k_grid: tuple[int, ...],
+                  tables: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+  """The decomposed relative-position term of the attention logits, per spatial axis.
+
+  Args:
+    q: pooled, normalised, unscaled spatial queries [B, prod(q_grid), heads, d].
+    q_grid: the query grid, e.g. (qh, qw).
+    k_grid: the key grid.
+    tables: one [R_a, d] table per axis, shared by all heads.
+
+  Returns:
+    Per axis a, float32 [B, heads, *q_grid, k_grid[a]]: q · table[index_a(q_a, k_a)].
+  """
+  batch, _, heads, dim = q.shape
+  q = q.reshape(batch, *q_grid, heads, dim)
+  axes = 'tyx'[-len(q_grid):]  # Spatial axes of q; 'k' is the key axis, 'c' the channel.
+  terms = []
+  for axis, (q_size, k_size, table, name) in enumerate(
+      zip(q_grid, k_grid, tables, ('time', 'height', 'width')[-len(q_grid):])):
+    index = rel_pos_index(q_size, k_size)
+    if index.max() >= table.shape[0]:
+      raise ValueError(
+          f'Input too large for this model along {name}: the rel-pos table has '
+          f'{table.shape[0]} entries, the grid needs {index.max() + 1}. Build the model with '
+          'a larger image_size (converted tables are resized at load time).')
+    rel = table[index].astype(q.dtype)  # [q_a, k_a, d]
+    terms.append(jnp.einsum(f'b{axes}nc,{axes[axis]}kc->bn{axes}k', q, rel,
+                            preferred_element_type=jnp.float32))
+  return tuple(terms)
