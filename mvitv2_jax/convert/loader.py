@@ -1,17 +1,12 @@
-"""Official PyTorch MViTv2 checkpoints -> Flax params, and the `convert` CLI.
+"""Official PyTorch MViTv2 checkpoints -> Flax params, strictly.
 
 Accepts the original repository's `.pyth` files (state dict under `model_state`),
 bare state dicts (`.pth`/`.pt`) and `.safetensors`, in the official or timm key
-layout, plus Flax params checkpoints written by this CLI. Files are read by
+layout, plus Flax params checkpoints written by the convert CLI. Files are read by
 `torch_reader`, which never runs code from them and needs no torch.
-
-  python -m mvitv2_jax.convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
 """
 
-import argparse
 import os
-import sys
-import time
 from typing import Any
 
 import jax
@@ -19,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mvitv2_jax import models
-from mvitv2_jax import param_mapping
-from mvitv2_jax import rel_pos
-from mvitv2_jax import torch_reader
+from mvitv2_jax import model as mvit
+from mvitv2_jax.convert import keys
+from mvitv2_jax.convert import torch_reader
+from mvitv2_jax.model import rel_pos
 
 _HEAD = (('head', 'kernel'), ('head', 'bias'))
 _MAX_LISTED = 12
@@ -32,7 +27,7 @@ class ConversionError(ValueError):
   """A checkpoint that does not fit the requested model; the message says how."""
 
 
-def expected_shapes(model: models.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]]:
+def expected_shapes(model: mvit.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]]:
   """Flax param path -> shape of `model`, computed without allocating params."""
   size = model.cfg.image_size
   images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
@@ -53,24 +48,24 @@ def _is_rel_pos(path: tuple[str, ...]) -> bool:
 def guess_variant(state_dict: dict[str, np.ndarray]) -> str | None:
   """The known variant whose tensors (except rel-pos lengths and head) match, if any."""
   num_blocks = len({key.split('.')[1] for key in state_dict if key.startswith('blocks.')})
-  for name in models.model_names():
-    cfg = models.variant_config(name)
+  for name in mvit.model_names():
+    cfg = mvit.variant_config(name)
     # Cheap filters first: tracing a variant's shapes takes seconds.
     if sum(cfg.depths) != num_blocks or cfg.cls_token != ('cls_token' in state_dict):
       continue
     for dim_mul_in_att in (None, False, True):  # The variant as registered, then both layouts.
       overrides = {} if dim_mul_in_att is None else {'dim_mul_in_att': dim_mul_in_att}
-      model = models.create_model(name, **overrides)
-      shapes = {param_mapping.flax_to_official_key(p): s for p, s in expected_shapes(model).items()}
+      model = mvit.create_model(name, **overrides)
+      shapes = {keys.flax_to_official_key(p): s for p, s in expected_shapes(model).items()}
       if set(shapes) != set(state_dict):
         continue
-      if all(shapes[k] == param_mapping.to_flax_layout(k, v).shape for k, v in state_dict.items()
+      if all(shapes[k] == keys.to_flax_layout(k, v).shape for k, v in state_dict.items()
              if not k.startswith('head.') and not k.endswith(('rel_pos_h', 'rel_pos_w'))):
         return name if dim_mul_in_att is None else f'{name} with dim_mul_in_att={dim_mul_in_att}'
   return None
 
 
-def convert_state_dict(state_dict: dict[str, np.ndarray], model: models.MViTv2, *,
+def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
                        drop_head: bool = False, seed: int = 0) -> dict[str, Any]:
   """Maps a PyTorch MViTv2 state dict onto the params of `model`, strictly.
 
@@ -91,13 +86,13 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: models.MViTv2, 
       naming the variant the checkpoint looks like.
   """
   cfg = model.cfg
-  if param_mapping.is_timm_layout(state_dict):
-    state_dict = param_mapping.timm_to_official(state_dict, cfg.depths)
+  if keys.is_timm_layout(state_dict):
+    state_dict = keys.timm_to_official(state_dict, cfg.depths)
   expected = expected_shapes(model)
   params, seen, unexpected, mismatched, head_mismatch = {}, set(), [], [], []
   for key, value in state_dict.items():
-    path = param_mapping.official_to_flax_path(key)
-    value = param_mapping.to_flax_layout(key, np.asarray(value))
+    path = keys.official_to_flax_path(key)
+    value = keys.to_flax_layout(key, np.asarray(value))
     want = expected.get(path)
     seen.add(path)
     if want is None:
@@ -113,7 +108,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: models.MViTv2, 
       params[path] = value
   if drop_head:
     params.update(_fresh_head(expected, seed))
-  missing = [param_mapping.flax_to_official_key(p) for p in expected
+  missing = [keys.flax_to_official_key(p) for p in expected
              if p not in seen and not (drop_head and p in _HEAD)]
   if unexpected or missing or mismatched or head_mismatch:
     message = f'Checkpoint does not fit {_describe(cfg)}:'
@@ -136,7 +131,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: models.MViTv2, 
       {path: np.asarray(value, np.float32) for path, value in params.items()})
 
 
-def _describe(cfg: models.MViTv2Config) -> str:
+def _describe(cfg: mvit.MViTv2Config) -> str:
   return (f'MViTv2 (embed_dim={cfg.embed_dim}, depths={tuple(cfg.depths)}, '
           f'num_heads={cfg.num_heads}, dim_mul_in_att={cfg.dim_mul_in_att}, '
           f'cls_token={cfg.cls_token}, num_classes={cfg.num_classes}, '
@@ -144,7 +139,7 @@ def _describe(cfg: models.MViTv2Config) -> str:
 
 
 def _fresh_head(expected, seed: int) -> dict:
-  kernel = models.trunc_normal_init(jax.random.key(seed), expected[_HEAD[0]], jnp.float32)
+  kernel = mvit.trunc_normal_init(jax.random.key(seed), expected[_HEAD[0]], jnp.float32)
   return {_HEAD[0]: np.asarray(kernel), _HEAD[1]: np.zeros(expected[_HEAD[1]], np.float32)}
 
 
@@ -152,15 +147,16 @@ def params_to_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
   """Flax params -> official-layout PyTorch state dict (NumPy arrays)."""
   out = {}
   for path, value in traverse_util.flatten_dict(params).items():
-    key = param_mapping.flax_to_official_key(path)
-    out[key] = param_mapping.to_torch_layout(key, np.asarray(value))
+    key = keys.flax_to_official_key(path)
+    out[key] = keys.to_torch_layout(key, np.asarray(value))
   return out
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a PyTorch file or a Flax params checkpoint directory as an official state dict."""
   if os.path.isdir(path):
-    from mvitv2_jax import checkpointing  # Orbax is only needed for converted checkpoints.
+    # Orbax is only needed for converted checkpoints.
+    from mvitv2_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
     return params_to_state_dict(checkpointing.restore_params(path))
   if not os.path.exists(path):
     raise FileNotFoundError(f'No checkpoint at {path}')
@@ -188,48 +184,5 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
   """
   if image_size is not None:
     overrides['image_size'] = image_size
-  model = models.create_model(model_name, num_classes=num_classes, **overrides)
+  model = mvit.create_model(model_name, num_classes=num_classes, **overrides)
   return convert_state_dict(read_state_dict(path), model, drop_head=drop_head, seed=seed)
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog='python -m mvitv2_jax.convert',
-      description='Convert an MViTv2 PyTorch checkpoint (official .pyth, timm .pth/.safetensors) '
-                  'to a Flax params checkpoint (orbax).')
-  parser.add_argument('src', help='PyTorch checkpoint file')
-  parser.add_argument('dst', help='output directory (must not exist)')
-  parser.add_argument('--model', required=True, help=f'one of: {", ".join(models.model_names())}')
-  parser.add_argument('--num-classes', type=int, default=None)
-  parser.add_argument('--image-size', type=int, default=None,
-                      help='build size of the target model; rel-pos tables are resized to it')
-  parser.add_argument('--drop-head', action='store_true',
-                      help='initialise a fresh head (for a different number of classes)')
-  parser.add_argument('--cls-residual-q', action='store_true',
-                      help='cls variants: residual pooling also adds q to the cls token (timm)')
-  args = parser.parse_args(argv)
-  overrides = {'cls_residual_q': True} if args.cls_residual_q else {}
-  dst = os.path.abspath(args.dst)
-  if os.path.exists(dst):
-    print(f'error: {dst} already exists; choose a new output directory', file=sys.stderr)
-    return 2
-  start = time.time()
-  print(f'Reading {args.src} and mapping it onto {args.model} ...', flush=True)
-  try:
-    params = load_params(args.src, args.model, num_classes=args.num_classes,
-                         image_size=args.image_size, drop_head=args.drop_head, **overrides)
-  except (ConversionError, torch_reader.CheckpointFormatError, FileNotFoundError,
-          ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  print(f'Writing {dst} ...', flush=True)
-  from mvitv2_jax import checkpointing
-  checkpointing.save_params(dst, params)
-  leaves = jax.tree_util.tree_leaves(params)
-  print(f'Converted {args.src} -> {dst}: {args.model}, {len(leaves)} tensors, '
-        f'{sum(x.size for x in leaves):,} params, {time.time() - start:.1f} s')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

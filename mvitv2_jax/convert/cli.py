@@ -1,0 +1,55 @@
+"""The convert command: a PyTorch MViTv2 checkpoint -> a Flax params checkpoint (orbax).
+
+  mvitv2-convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
+  python -m mvitv2_jax.convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+
+from mvitv2_jax import model as mvit
+from mvitv2_jax.convert import loader
+from mvitv2_jax.convert import torch_reader
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='mvitv2-convert',
+      description='Convert an MViTv2 PyTorch checkpoint (official .pyth, timm .pth/.safetensors) '
+                  'to a Flax params checkpoint (orbax).')
+  parser.add_argument('src', help='PyTorch checkpoint file')
+  parser.add_argument('dst', help='output directory (must not exist)')
+  parser.add_argument('--model', required=True, help=f'one of: {", ".join(mvit.model_names())}')
+  parser.add_argument('--num-classes', type=int, default=None)
+  parser.add_argument('--image-size', type=int, default=None,
+                      help='build size of the target model; rel-pos tables are resized to it')
+  parser.add_argument('--drop-head', action='store_true',
+                      help='initialise a fresh head (for a different number of classes)')
+  parser.add_argument('--cls-residual-q', action='store_true',
+                      help='cls variants: residual pooling also adds q to the cls token (timm)')
+  args = parser.parse_args(argv)
+  overrides = {'cls_residual_q': True} if args.cls_residual_q else {}
+  dst = os.path.abspath(args.dst)
+  if os.path.exists(dst):
+    print(f'error: {dst} already exists; choose a new output directory', file=sys.stderr)
+    return 2
+  start = time.time()
+  print(f'Reading {args.src} and mapping it onto {args.model} ...', flush=True)
+  try:
+    params = loader.load_params(args.src, args.model, num_classes=args.num_classes,
+                                image_size=args.image_size, drop_head=args.drop_head, **overrides)
+  except (loader.ConversionError, torch_reader.CheckpointFormatError, FileNotFoundError,
+          ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(f'Writing {dst} ...', flush=True)
+  from mvitv2_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  checkpointing.save_params(dst, params)
+  leaves = jax.tree_util.tree_leaves(params)
+  print(f'Converted {args.src} -> {dst}: {args.model}, {len(leaves)} tensors, '
+        f'{sum(x.size for x in leaves):,} params, {time.time() - start:.1f} s')
+  return 0
