@@ -1,10 +1,11 @@
 """Top-k ImageNet predictions for image files with an MViTv2 checkpoint.
 
-  python -m mvitv2_jax.predict --model mvitv2_s --checkpoint ckpt/mvitv2_s cat.jpg dog.jpg
+  mvitv2-predict --model mvitv2_s --checkpoint ckpt/mvitv2_s cat.jpg dog.jpg
+  python -m mvitv2_jax.predict --model mvitv2_s --checkpoint ckpt/mvitv2_s cat.jpg
 
-Preprocessing is the original's evaluation transform: resize the shorter side to
-image_size / crop_pct with PIL bicubic, center-crop, scale to [0, 1], normalise
-with the ImageNet mean/std.
+Preprocessing is the evaluation pipeline's (`mvitv2_jax.data.imagenet.eval_image`), the
+original's transform: resize the shorter side to int(image_size / crop_pct) with
+bicubic resampling, center-crop, normalise with the ImageNet mean/std.
 """
 
 import argparse
@@ -12,46 +13,25 @@ import sys
 
 import jax
 import numpy as np
-from PIL import Image
 
 from mvitv2_jax import convert
 from mvitv2_jax import models
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-def imagenet_class_names() -> list[str]:
-  """The 1000 ImageNet-1K class names in label order, from files TFDS ships.
-
-  TFDS's imagenet2012 label list holds WordNet ids (label i = line i); the readable
-  names in the same order come with its siscore dataset.
-  """
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.datasets.siscore import labels as siscore_labels
-  wnids = tfds.core.tfds_path('datasets/imagenet2012/labels.txt').read_text().split()
-  names = siscore_labels.IMAGENET_LABELS_LIST
-  return [f'{name} ({wnid})' for name, wnid in zip(names, wnids, strict=True)]
+from mvitv2_jax.data import imagenet
 
 
 def load_image(path: str, image_size: int, crop_pct: float) -> np.ndarray:
-  """Reads an image file as the original's eval transform does: [S, S, 3] float32."""
-  with Image.open(path) as image:
-    image = image.convert('RGB')
-    width, height = image.size
-    short = int(image_size / crop_pct)
-    scale = short / min(width, height)
-    size = (short, round(height * scale)) if width <= height else (round(width * scale), short)
-    image = image.resize(size, Image.BICUBIC)
-    left = int(round((image.width - image_size) / 2.0))
-    top = int(round((image.height - image_size) / 2.0))
-    image = image.crop((left, top, left + image_size, top + image_size))
-  pixels = np.asarray(image, np.float32) / 255.0
-  return (pixels - IMAGENET_MEAN) / IMAGENET_STD
+  """Reads an image file through the evaluation transform: [S, S, 3] float32."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with open(path, 'rb') as f:
+    encoded = f.read()
+  try:
+    return imagenet.eval_image(tf.constant(encoded), image_size, crop_pct).numpy()
+  except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+    raise OSError(e.message.splitlines()[0]) from None
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m mvitv2_jax.predict', description=__doc__,
+  parser = argparse.ArgumentParser(prog='mvitv2-predict', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('images', nargs='+', help='image files (JPEG, PNG, ...)')
   parser.add_argument('--model', required=True, help=f'one of: {", ".join(models.model_names())}')
@@ -75,7 +55,7 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   model = models.create_model(args.model, **overrides)
-  names = (imagenet_class_names() if args.num_classes == 1000 else
+  names = (imagenet.class_names() if args.num_classes == 1000 else
            [f'class {i}' for i in range(args.num_classes)])
   forward = jax.jit(lambda p, x: jax.nn.softmax(model.apply({'params': p}, x)))
   for path in args.images:

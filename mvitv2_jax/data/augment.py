@@ -13,21 +13,21 @@ import math
 import numpy as np
 import tensorflow as tf
 
-# timm's RandAugment fill colour: the ImageNet mean in uint8.
-FILL_COLOR = (124, 116, 104)
+from mvitv2_jax.data import imagenet
+
+# timm's RandAugment fill colour: the ImageNet mean in uint8, (124, 116, 104).
+FILL_COLOR = tuple(round(255 * m) for m in imagenet.MEAN_RGB)
 _MAX_LEVEL = 10.0
 _TRANSLATE_PCT = 0.45
 _ROTATE_DEGREES = 30.0
 _SHEAR = 0.3
 
-# Speed notes, for 224x224 images on one CPU thread as tf.data runs them:
-# - A [3] per-channel vector broadcast over [H, W, 3] costs ~0.3 ms, ~5x the
-#   same arithmetic on [H, W * 3] rows with the vector tiled W times (`_rows`).
-# - tf.where over an image costs ~0.8 ms, ~10x the equivalent arithmetic.
-# - ImageProjectiveTransformV3 costs ~1.8 ms, ~4x slicing or CropAndResize
-#   doing the same axis-aligned resampling.
-# - Every graph node run costs ~1 us, so the ops use static shapes (shape
-#   arithmetic in Python) and few nodes.
+# How the ops are written, for speed on one CPU thread as tf.data runs them
+# (figures in docs/performance.md): per-channel constants tiled along [H, W * 3] rows
+# (`_rows`) rather than broadcast as [3] vectors; arithmetic rather than tf.where;
+# slices or CropAndResize rather than ImageProjectiveTransformV3 for axis-aligned
+# resampling; static shapes (shape arithmetic in Python) and few graph nodes, since
+# every node run has a fixed cost.
 
 
 def _dims(image: tf.Tensor) -> list:
@@ -160,7 +160,7 @@ def _shear_rows(image: tf.Tensor, shear: tf.Tensor) -> tf.Tensor:
   """`_affine` with transform (1, shear, 0, 0, 1, 0), up to float rounding.
 
   Each row is an image of its own for CropAndResize, whose box shifts it by
-  shear * y: bilinear like the projective op at under half its cost (their
+  shear * y: bilinear like the projective op, at a fraction of its cost (their
   float formulas differ, so ~2% of pixels come out 1 apart).
 
   Args:
@@ -354,8 +354,8 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, *, num_ops: int,
   op_index, level = tf.boolean_mask(op_index, apply), tf.boolean_mask(level, apply)
 
   # A Case op over traced functions, not tf.switch_case: tf.data lowers that to
-  # Switch/Merge nodes, and then each pass costs ~0.2 us for every node of every
-  # branch, taken or not (~0.4 ms here); a Case runs only the taken function.
+  # Switch/Merge nodes, and then each pass pays for every node of every branch, taken
+  # or not; a Case runs only the taken function.
   # The loop runs over the applied ops only.
   specs = (tf.TensorSpec(image.shape, tf.uint8), tf.TensorSpec([], tf.float32))
   branches = [tf.function(op, autograph=False).get_concrete_function(*specs)
@@ -412,8 +412,8 @@ def random_erase(image: tf.Tensor, seed: tf.Tensor, *, prob: float,
   left = tf.random.stateless_uniform([], seeds[3], 0, tf.maximum(w - box_w + 1, 1), tf.int32)
   erase = (tf.random.stateless_uniform([], seeds[4]) < prob) & any_fits
 
-  # Noise for the box only, drawn only when erasing (as timm does): a full-size
-  # draw and select cost ~3 ms per 224x224 image whether or not it erased.
+  # Noise for the box only, drawn only when erasing (as timm does): a full-size draw
+  # and select would cost every image, erased or not.
   def paste_noise():
     noise = tf.random.stateless_normal([box_h, box_w, shape[2]], seeds[5])
     band = image[top:top + box_h]

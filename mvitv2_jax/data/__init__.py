@@ -1,0 +1,1 @@
+"""Input data: the TFDS pipeline, augmentation, mixup, the demo dataset, ImageNet's transform."""
