@@ -16,17 +16,15 @@ elsewhere give --coordinator_address, --num_processes and --process_id (or
 JAX_COORDINATOR_ADDRESS etc.).
 """
 
-import logging as py_logging
+import logging
 import os
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from mvitv2_jax import host_memory
 from mvitv2_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,24 +41,26 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None, 'Number of processes (multiprocess).')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'This process (multiprocess).')
+_REUSE_HOST_MEMORY = flags.DEFINE_bool(
+    'reuse_host_memory', False,
+    'Training on the CPU: keep freed step memory mapped for reuse (glibc malloc '
+    'settings for the whole process; see tools/host_memory.py).')
 flags.mark_flags_as_required(['config'])
 
-
-class _HideLibraryInfo(py_logging.Filter):
-  """Drops libraries' INFO records (orbax logs several lines per save)."""
-
-  def filter(self, record):
-    return (record.levelno >= py_logging.WARNING
-            or 'site-packages' not in record.pathname)
+log = logging.getLogger('mvitv2_jax')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  logging.get_absl_handler().addFilter(_HideLibraryInfo())
-  if host_memory.runs_on_cpu():
-    # Before JAX runs anything; a third of a CPU train step, see host_memory.py.
-    host_memory.reuse_freed_memory()
+  if _REUSE_HOST_MEMORY.value:
+    from tools import host_memory  # pylint: disable=g-import-not-at-top
+    # Before JAX runs anything: threads that allocated already keep their arenas.
+    if host_memory.runs_on_cpu():
+      host_memory.reuse_freed_memory()
+  log.setLevel(logging.INFO)
+  # orbax and tfds log through absl at INFO on every save and dataset load.
+  logging.getLogger('absl').setLevel(logging.WARNING)
   # Hide accelerators from TensorFlow: it would otherwise reserve their memory.
   tf.config.experimental.set_visible_devices([], 'GPU')
   tf.config.experimental.set_visible_devices([], 'TPU')
@@ -74,9 +74,9 @@ def main(argv):
     name = os.path.splitext(os.path.basename(
         config_flags.get_config_filename(flags.FLAGS['config'])))[0]
     workdir = os.path.join('runs', name)
-  logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
-               jax.process_count(), jax.local_devices())
-  logging.info('Workdir: %s', os.path.abspath(workdir))
+  log.info('JAX process %d/%d, local devices: %s', jax.process_index(),
+           jax.process_count(), jax.local_devices())
+  log.info('Workdir: %s', os.path.abspath(workdir))
   train.train_and_evaluate(_CONFIG.value, workdir)
 
 
