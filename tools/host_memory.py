@@ -1,11 +1,12 @@
-"""Host malloc settings that let XLA:CPU reuse its step memory.
+"""Opt-in glibc malloc settings that let XLA:CPU reuse its step memory.
 
-XLA:CPU allocates all temporaries of one executable run as a single block: 3.9 GB
-for an MViTv2-S fp32 train step at batch 8. glibc serves a block that large from
-a fresh `mmap` (a worker thread's arena cannot hold it) and unmaps it on `free`,
-so every step the kernel maps and zero-fills about a million new pages: 2.4 s of
-system time per step on a 2-core host, a third of the step. With one arena, no
-`mmap` and no trimming, the block stays mapped and later steps reuse it.
+XLA:CPU allocates all temporaries of one executable run as a single block, several GB
+for a train step. glibc serves a block that large from a fresh `mmap` (a worker
+thread's arena cannot hold it) and unmaps it on `free`, so every step the kernel maps
+and zero-fills it anew. With one arena, no `mmap` and no trimming, the block stays
+mapped and later steps reuse it. The settings hold for the whole process, hence
+opt-in: `main.py --reuse_host_memory`, `python -m tools.benchmark --reuse_host_memory`.
+What they save is in docs/performance.md.
 """
 
 import ctypes

@@ -1,9 +1,9 @@
 r"""Throughput benchmark: inference, train step and input pipeline.
 
-Examples:
-  python -m mvitv2_jax.benchmark --variants mvitv2_s --batch_sizes 8 \
+Examples (from the repository root):
+  python -m tools.benchmark --variants mvitv2_s --batch_sizes 8 \
       --dtypes float32,bfloat16 --modes inference,train --json_out bench.jsonl
-  python -m mvitv2_jax.benchmark --modes input --batch_sizes 64 --image_sizes 64
+  python -m tools.benchmark --modes input --batch_sizes 64 --image_sizes 64
 
 Every case is compiled ahead of time (compile time reported separately), warmed up,
 then timed one step at a time with `block_until_ready`. The repeats of all cases are
@@ -19,11 +19,15 @@ times 3 for a train step (forward + two backward matmuls). MFU uses the model co
 
 XLA flags apply per process: compare them with separate runs appending to one
 `--json_out` file (each line records its XLA_FLAGS), e.g.
-  XLA_FLAGS=--xla_cpu_enable_fast_math=true python -m mvitv2_jax.benchmark ...
+  XLA_FLAGS=--xla_cpu_enable_fast_math=true python -m tools.benchmark ...
+
+On a CPU host, `--reuse_host_memory` keeps XLA:CPU's step memory mapped between steps
+(see tools/host_memory.py); the figures in docs/performance.md are taken with it.
 """
 
 import argparse
 import dataclasses
+import importlib.util
 import itertools
 import json
 import os
@@ -37,8 +41,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mvitv2_jax import host_memory
+from configs import default
 from mvitv2_jax import models
+from mvitv2_jax.ops import platform
+from mvitv2_jax.train import optim
+from tools import host_memory
+
+_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            'configs')
 
 # Dense peak TFLOP/s per device kind and dtype, for MFU when --peak_tflops is not given.
 _PEAK_TFLOPS = {
@@ -132,16 +142,21 @@ def make_train_step(model: models.MViTv2, tx: optax.GradientTransformation,
 
 def create_optimizer(batch_size: int) -> optax.GradientTransformation:
   """The recipe's optimizer: global-norm clipping and AdamW with its decay mask."""
-  from configs import default  # pylint: disable=g-import-not-at-top
-  from mvitv2_jax import optim  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.batch_size = batch_size
   return optim.create_optimizer(config, optim.create_schedule(config, 1000, 100_000))
 
 
 def train_drop_path_rate(variant: str) -> float:
-  """Drop path in a train-step case: the variant's recipe rate, 0.1 where it has none."""
-  return models.DROP_PATH_RATES.get(variant, 0.1)
+  """Drop path in a train-step case: the rate of the variant's training config
+  (configs/<variant>.py), 0.1 for a variant without one."""
+  path = os.path.join(_CONFIGS_DIR, f'{variant}.py')
+  if not os.path.exists(path):
+    return 0.1
+  spec = importlib.util.spec_from_file_location(f'configs.{variant}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config().drop_path_rate
 
 
 class Runner:
@@ -211,7 +226,8 @@ class Runner:
     return dict(
         variant=case.variant, mode=case.mode, batch_size=batch, image_size=case.image_size,
         dtype=case.dtype,
-        attention_impl=models.attention_impl(self.cfg), pool_impl=models.pool_impl(self.cfg),
+        attention_impl=platform.resolve('attention', self.cfg.attention_impl, device.platform),
+        pool_impl=platform.resolve('pool', self.cfg.pool_impl, device.platform),
         remat=self.cfg.remat and (self.cfg.remat_policy or 'all'), backend=jax.default_backend(), device_kind=device.device_kind,
         num_devices=1, compile_s=round(self.compile_s, 3), timed_steps=len(self.step_s),
         images_per_s_median=batch / median, images_per_s_best=batch / best,
@@ -241,14 +257,13 @@ def run_model_cases(cases: list[Case], args: argparse.Namespace) -> list[dict[st
 
 def run_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[str, Any]:
   """Times the TFDS train pipeline on the demo dataset."""
-  from configs import default  # pylint: disable=g-import-not-at-top
-  from mvitv2_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.dataset = 'mvitv2_demo_shapes'
   config.batch_size = batch_size
   config.image_size = image_size
   config.shuffle_buffer = 1024
-  throughput = input_pipeline.measure_throughput(config, num_batches)
+  throughput = pipeline.measure_throughput(config, num_batches)
   images_per_s = throughput['images_per_s']
   cores = os.cpu_count() or 1
   return dict(mode='input', dataset=config.dataset, batch_size=batch_size,
@@ -303,8 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--peak_tflops', type=float, default=None,
                  help='Device peak for MFU (default: known GPU peaks, else none).')
   p.add_argument('--json_out', default='', help='Append one JSON line per case here.')
-  p.add_argument('--malloc_defaults', action='store_true',
-                 help="On CPU, keep glibc's malloc settings (see host_memory.py).")
+  p.add_argument('--reuse_host_memory', action='store_true',
+                 help='On a CPU host, keep freed step memory mapped (tools/host_memory.py).')
   args = p.parse_args(argv)
   if args.input_only:
     args.modes = ['input']
@@ -316,8 +331,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   args = parse_args(argv)
-  # Before any case runs: see host_memory.py (a third of a CPU train step).
-  reuses_freed_memory = (not args.malloc_defaults and host_memory.runs_on_cpu()
+  # Before any case runs: threads that allocated already keep their own arenas.
+  reuses_freed_memory = (args.reuse_host_memory and host_memory.runs_on_cpu()
                          and host_memory.reuse_freed_memory())
   results = []
   model_modes = [m for m in args.modes if m != 'input']

@@ -1,6 +1,6 @@
 r"""This MViTv2 and timm's PyTorch original, timed in turn on the same host.
 
-  python -m mvitv2_jax.side_by_side --torch_python /tmp/pt/bin/python \
+  python -m tools.side_by_side --torch_python /tmp/pt/bin/python --reuse_host_memory \
       --variant mvitv2_s --batch_size 8 --modes inference,train --rounds 16
 
 One worker process per framework builds its step (JAX: the `benchmark` step, compiled;
@@ -53,11 +53,11 @@ def _serve(step, banner: str) -> None:
 
 
 def _jax_step(args: argparse.Namespace):
-  from mvitv2_jax import host_memory  # pylint: disable=g-import-not-at-top
-  if host_memory.runs_on_cpu():
+  from tools import host_memory  # pylint: disable=g-import-not-at-top
+  if args.reuse_host_memory and host_memory.runs_on_cpu():
     host_memory.reuse_freed_memory()  # As the benchmark does: before JAX starts.
   import jax  # pylint: disable=g-import-not-at-top
-  from mvitv2_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from tools import benchmark  # pylint: disable=g-import-not-at-top
   case = benchmark.Case(args.variant, args.batch_size, args.image_size, 'float32', args.mode)
   runner = benchmark.Runner(case, benchmark.parse_args([]))
   return lambda: runner.step(timed=False), f'jax {jax.__version__} {jax.default_backend()}'
@@ -167,7 +167,8 @@ def summarize(times: dict[str, list[float]], batch_size: int, first: str,
 def _worker_args(args: argparse.Namespace, mode: str, drop_path_rate: float) -> list[str]:
   return ['--variant', args.variant, '--batch_size', str(args.batch_size),
           '--image_size', str(args.image_size), '--mode', mode,
-          '--drop_path_rate', str(drop_path_rate)]
+          '--drop_path_rate', str(drop_path_rate)] + (
+              ['--reuse_host_memory'] if args.reuse_host_memory else [])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -179,6 +180,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--modes', default='inference,train', help='inference and/or train.')
   p.add_argument('--rounds', type=int, default=16, help='Timed steps per side and mode.')
   p.add_argument('--json_out', default='', help='Append one JSON line per mode here.')
+  p.add_argument('--reuse_host_memory', action='store_true',
+                 help='JAX worker on a CPU host: keep freed step memory mapped '
+                      '(tools/host_memory.py).')
   # A worker's own flags.
   p.add_argument('--worker', choices=('jax', 'torch'), help=argparse.SUPPRESS)
   p.add_argument('--mode', help=argparse.SUPPRESS)
@@ -194,13 +198,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
   if args.worker:
     _serve(*(_jax_step if args.worker == 'jax' else _torch_step)(args))
     return []
-  from mvitv2_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from tools import benchmark  # pylint: disable=g-import-not-at-top
   results = []
   for mode in args.modes.split(','):
     rate = benchmark.train_drop_path_rate(args.variant) if mode == 'train' else 0.0
     flags = _worker_args(args, mode, rate)
     times = run_in_turn({
-        'jax': [sys.executable, '-m', 'mvitv2_jax.side_by_side', '--worker', 'jax'] + flags,
+        'jax': [sys.executable, '-m', 'tools.side_by_side', '--worker', 'jax'] + flags,
         # -I: not this file's folder on sys.path, where module names could shadow.
         'torch': [args.torch_python, '-I', os.path.abspath(__file__), '--worker', 'torch'] + flags,
     }, args.rounds)
