@@ -1,21 +1,22 @@
 """predict: top-5 ImageNet classes for a JPEG, through a converted checkpoint."""
 
-import pathlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from mvitv2_jax import convert
-from mvitv2_jax import models
 from mvitv2_jax import predict
+from mvitv2_jax.data import imagenet
+from mvitv2_jax.model import variants
+from tests.helpers import golden
 
-DATA = pathlib.Path(__file__).parent / 'data'
-TINY = dict(embed_dim=8, depths=(1, 1, 2, 1), image_size=64)
+DATA = golden.DIR
+TINY = dict(golden.TINY, num_classes=1000)
+MEAN, STD = np.array(imagenet.MEAN_RGB), np.array(imagenet.STDDEV_RGB)
 
 
 def test_class_names_come_from_tfds():
-  names = predict.imagenet_class_names()
+  names = imagenet.class_names()
   assert len(names) == 1000
   assert names[0] == 'tench, Tinca tinca (n01440764)'
   assert names[999].endswith('(n15075141)')
@@ -28,14 +29,14 @@ def test_eval_transform_resizes_short_side_and_center_crops(tmp_path):
   Image.fromarray(pixels).save(path)
   image = predict.load_image(str(path), 32, 0.875)
   assert image.shape == (32, 32, 3) and image.dtype == np.float32
-  white = (1.0 - predict.IMAGENET_MEAN) / predict.IMAGENET_STD
+  white = (1.0 - MEAN) / STD
   np.testing.assert_allclose(image[16, 16], white, atol=0.05)
-  np.testing.assert_allclose(image[16, 0], -predict.IMAGENET_MEAN / predict.IMAGENET_STD, atol=0.05)
+  np.testing.assert_allclose(image[16, 0], -MEAN / STD, atol=0.05)
 
 
 def test_predict_prints_top5_for_a_jpeg(tmp_path, capsys):
   with pytest.MonkeyPatch.context() as mp:
-    mp.setitem(models._VARIANTS, 'mvitv2_test_tiny', TINY)
+    mp.setitem(variants._VARIANTS, 'mvitv2_test_tiny', TINY)
     checkpoint = tmp_path / 'ckpt'
     # A 1000-class tiny model: the golden tiny weights with a fresh ImageNet-sized head.
     assert convert.main([str(DATA / 'tiny.pyth'), str(checkpoint), '--model', 'mvitv2_test_tiny',

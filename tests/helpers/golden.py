@@ -1,4 +1,4 @@
-"""The recipe that generated the weights of the test checkpoints in tests/data.
+"""The golden data of the original PyTorch MViTv2 (tests/golden) and its weight recipe.
 
 Every tensor of the official (pyslowfast) state dict is drawn from a generator
 seeded by its key, so any test can rebuild the expected weights bit for bit.
@@ -6,9 +6,22 @@ seeded by its key, so any test can rebuild the expected weights bit for bit.
 
 import json
 import math
+import pathlib
 import zlib
 
 import numpy as np
+
+DIR = pathlib.Path(__file__).resolve().parent.parent / 'golden'
+
+# The small architectures of the golden `tiny` files, as `create_model('mvitv2_t', **...)`.
+TINY = dict(embed_dim=8, depths=(1, 1, 2, 1), image_size=64, num_classes=10)
+TINY_CLS = dict(embed_dim=8, num_heads=2, depths=(2, 2, 2, 1), dim_mul_in_att=False,
+                cls_token=True, image_size=64, num_classes=10)
+
+
+def load(name: str):
+  """The arrays of tests/golden/golden_<name>.npz (inputs, logits)."""
+  return np.load(DIR / f'golden_{name}.npz')
 
 
 def recipe(key, shape):
@@ -39,14 +52,16 @@ def recipe(key, shape):
 
 
 def recipe_state_dict(keys_json_path):
-  """The whole official state dict described by a tests/data/keys_*.json.
+  """The whole official state dict described by a tests/golden/keys_*.json.
 
   Args:
-    keys_json_path: path of a JSON list of [key, shape] pairs.
+    keys_json_path: path of a JSON list of [key, shape] pairs (or a golden name, e.g. 'tiny').
 
   Returns:
     dict of key -> float32 array, in the file's order.
   """
+  if isinstance(keys_json_path, str) and '/' not in keys_json_path:
+    keys_json_path = DIR / f'keys_{keys_json_path}.json'
   with open(keys_json_path) as f:
     entries = json.load(f)
   return {key: recipe(key, shape) for key, shape in entries}

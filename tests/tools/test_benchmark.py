@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from mvitv2_jax import benchmark
 from mvitv2_jax import models
+from tools import benchmark
 
 TINY = ['--variants', 'mvitv2_demo', '--batch_sizes', '2', '--image_sizes', '32',
         '--warmup', '1', '--steps', '2']

@@ -6,7 +6,7 @@ from PIL import ImageOps
 import pytest
 import tensorflow as tf
 
-from mvitv2_jax import augment
+from mvitv2_jax.data import augment
 
 
 def _image(h=24, w=20):

@@ -14,22 +14,22 @@ import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import numpy as np
 
-import synthetic_data
-import train_helpers
-from mvitv2_jax import optim
-from mvitv2_jax import sharding
-from mvitv2_jax import train
+from mvitv2_jax.train import optim
+from mvitv2_jax.train import sharding
+from mvitv2_jax.train import step as train_step_lib
+from tests.helpers import synthetic_data
+from tests.helpers import training
 
 
 def one_step(config, mesh):
   """Params and loss after one step of `config` on `mesh`."""
   with jax.set_mesh(mesh):
-    model = train.create_model(config)
+    model = train_step_lib.create_model(config)
     schedule = optim.create_schedule(config, 10, 20)
     tx = optim.create_optimizer(config, schedule)
-    state, shardings = train.create_train_state(config, model, tx, mesh)
+    state, shardings = train_step_lib.create_train_state(config, model, tx, mesh)
     sharded = sum(not s.is_fully_replicated for s in jax.tree.leaves(shardings))
-    step_fn = train.make_train_step(config, model, tx, schedule, mesh, shardings)
+    step_fn = train_step_lib.make_train_step(config, model, tx, schedule, mesh, shardings)
     batch = next(synthetic_data.create_train_iterator(config))
     state, metrics = step_fn(state, sharding.host_to_global(batch, mesh))
     return jax.device_get((state.params, metrics['loss'])), sharded
@@ -52,13 +52,13 @@ def main():
   results = {}
   for drop_path in (0.1, 0.0):
     base = dict(drop_path_rate=drop_path)
-    (ref_params, ref_loss), _ = one_step(train_helpers.tiny_config(**base), one)
+    (ref_params, ref_loss), _ = one_step(training.tiny_config(**base), one)
     variants = {'replicated': {}, 'shard_params': {'shard_params': True}}
     if drop_path == 0.0:
       variants = {'grad_accum': {'optim.grad_accum_steps': 2}}
     for name, extra in variants.items():
       (params, loss), sharded = one_step(
-          train_helpers.tiny_config(**base, **extra), eight)
+          training.tiny_config(**base, **extra), eight)
       results[name] = {'loss': abs(float(loss - ref_loss)),
                        'params': max_diff(params, ref_params),
                        'sharded_leaves': sharded}

@@ -5,26 +5,20 @@ names, written as an official-layout state dict file and loaded through the publ
 converter, exactly as a real checkpoint would be.
 """
 
-import pathlib
-
 import jax
 import numpy as np
 import pytest
 
 from mvitv2_jax import convert
 from mvitv2_jax import models
-import golden_recipe
+from tests.helpers import golden
 
-DATA = pathlib.Path(__file__).parent / 'data'
 TOLERANCE = 1e-4  # fp32 logits; the original's own fp32-vs-fp64 error is ~1e-5.
 
 # golden file -> (model name, overrides) building the same architecture.
-TINY = dict(embed_dim=8, depths=(1, 1, 2, 1), image_size=64, num_classes=10)
-TINY_CLS = dict(embed_dim=8, num_heads=2, depths=(2, 2, 2, 1), dim_mul_in_att=False,
-                cls_token=True, image_size=64, num_classes=10)
 VARIANTS = {
-    'tiny': ('mvitv2_t', TINY),
-    'tiny_cls': ('mvitv2_t', TINY_CLS),
+    'tiny': ('mvitv2_t', golden.TINY),
+    'tiny_cls': ('mvitv2_t', golden.TINY_CLS),
     't': ('mvitv2_t', {}),
     's': ('mvitv2_s', {}),
     'b': ('mvitv2_b', {}),
@@ -37,7 +31,8 @@ CLS_VARIANTS = ('tiny_cls', 'b_cls')
 def _golden_cases():
   for variant in VARIANTS:
     for cls_residual_q in ((False, True) if variant in CLS_VARIANTS else (False,)):
-      yield pytest.param(variant, cls_residual_q,
+      marks = () if variant.startswith('tiny') else (pytest.mark.slow,)
+      yield pytest.param(variant, cls_residual_q, marks=marks,
                          id=f'{variant}{"-clsq" if cls_residual_q else ""}')
 
 
@@ -48,17 +43,16 @@ def test_logits_match_original(variant, cls_residual_q, tmp_path):
     overrides = {**overrides, 'cls_residual_q': cls_residual_q}
   model = models.create_model(name, **overrides)
   checkpoint = tmp_path / f'{variant}.safetensors'
-  golden_recipe.write_safetensors(
-      checkpoint, golden_recipe.recipe_state_dict(DATA / f'keys_{variant}.json'))
+  golden.write_safetensors(checkpoint, golden.recipe_state_dict(variant))
   params = convert.load_params(str(checkpoint), name, **overrides)
-  golden = np.load(DATA / f'golden_{variant}.npz')
+  outputs = golden.load(variant)
   forward = jax.jit(lambda p, x: model.apply({'params': p}, x))
   small = 48 if variant.startswith('tiny') else 192
   suffix = '_clsq' if cls_residual_q else ''
   # The second size runs the model built for the first, as the original does.
   for images, logits in (('input_nhwc', 'logits'), (f'input_{small}', f'logits_{small}')):
-    got = np.asarray(forward(params, golden[images]))
-    want = golden[logits + suffix]
+    got = np.asarray(forward(params, outputs[images]))
+    want = outputs[logits + suffix]
     err = np.abs(got - want).max()
     print(f'{variant}{suffix} {images}: max |logit diff| = {err:.2e}')
     assert got.shape == want.shape

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mvitv2_jax import metrics
+from mvitv2_jax.train import metrics
 
 
 def test_topk_correct_and_ties():

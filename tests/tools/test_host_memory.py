@@ -1,21 +1,20 @@
 """host_memory: a worker thread's freed step-sized block stays mapped for reuse."""
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from mvitv2_jax import host_memory
-from tests import train_helpers
+from tests.helpers import training
+from tools import host_memory
 
 # Page faults of the third 256 MB block a worker thread allocates, touches and
 # frees, as XLA:CPU does with a step's temporaries. The settings must precede the
 # process's threads, hence a fresh interpreter per setting.
 _PROBE = textwrap.dedent("""
     import ctypes, resource, sys, threading
-    from mvitv2_jax import host_memory
+    from tools import host_memory
     if sys.argv[1] == 'reuse':
       assert host_memory.reuse_freed_memory()
     libc = ctypes.CDLL('libc.so.6')
@@ -37,14 +36,13 @@ _PROBE = textwrap.dedent("""
 
 
 def _faults_per_step(setting: str) -> float:
-  env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
-  env.update(PYTHONPATH=os.pathsep.join(
-      [train_helpers.REPO_ROOT] + [p for p in [env.get('PYTHONPATH')] if p]))
+  env = {k: v for k, v in training.subprocess_env().items() if not k.startswith('MALLOC_')}
   out = subprocess.run([sys.executable, '-c', _PROBE, setting], check=True,
                        capture_output=True, text=True, env=env)
   return float(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc mallopt')
 def test_reused_memory_stops_page_faults():
   pages = (256 << 20) // 4096

@@ -5,7 +5,6 @@ import functools
 import io
 import json
 import os
-import pathlib
 import pickle
 import subprocess
 import sys
@@ -16,12 +15,13 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from golden_recipe import recipe_state_dict
-from mvitv2_jax import torch_reader
-from mvitv2_jax.torch_reader import CheckpointFormatError
+from mvitv2_jax.convert import torch_reader
+from mvitv2_jax.convert.torch_reader import CheckpointFormatError
+from tests.helpers import golden
+from tests.helpers import training
+from tests.helpers.golden import recipe_state_dict
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-DATA = REPO / "tests" / "data"
+DATA = golden.DIR
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
@@ -435,16 +435,16 @@ def test_zip_without_data_pkl(tmp_path):
     torch_reader.read_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_reads_without_torch():
   code = (
       "import sys\n"
       "sys.modules['torch'] = None\n"  # Any `import torch` now fails.
-      "from mvitv2_jax import torch_reader\n"
+      "from mvitv2_jax.convert import torch_reader\n"
       f"a = torch_reader.read_state_dict({str(DATA / 'tiny.pyth')!r})\n"
       f"b = torch_reader.read_state_dict("
       f"{str(DATA / 'tiny_timm.safetensors')!r})\n"
       "print(len(a), len(b))\n")
-  env = dict(os.environ, PYTHONPATH=str(REPO))
-  out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+  out = subprocess.run([sys.executable, "-c", code], env=training.subprocess_env(), check=True,
                        capture_output=True, text=True, timeout=120)
   assert out.stdout.split() == ["127", "127"]

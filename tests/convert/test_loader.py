@@ -1,6 +1,5 @@
 """Converter: real checkpoint files of every format give the original's logits."""
 
-import pathlib
 import subprocess
 import sys
 
@@ -10,24 +9,25 @@ import pytest
 
 from mvitv2_jax import convert
 from mvitv2_jax import models
-from mvitv2_jax import rel_pos
-from mvitv2_jax import torch_reader
-import golden_recipe
+from mvitv2_jax.convert import torch_reader
+from mvitv2_jax.model import rel_pos
+from mvitv2_jax.model import variants
+from tests.helpers import golden as golden_data
+from tests.helpers import training
 
-DATA = pathlib.Path(__file__).parent / 'data'
-TINY = dict(embed_dim=8, depths=(1, 1, 2, 1), image_size=64, num_classes=10)
-TINY_CLS = dict(embed_dim=8, num_heads=2, depths=(2, 2, 2, 1), dim_mul_in_att=False,
-                cls_token=True, image_size=64, num_classes=10)
+DATA = golden_data.DIR
+TINY = golden_data.TINY
+TINY_CLS = golden_data.TINY_CLS
 
 
 def logits(params, golden_name, images='input_nhwc', **overrides):
   model = models.create_model('mvitv2_t', **overrides)
-  golden = np.load(DATA / f'golden_{golden_name}.npz')
-  return np.asarray(jax.jit(lambda p, x: model.apply({'params': p}, x))(params, golden[images]))
+  inputs = golden_data.load(golden_name)[images]
+  return np.asarray(jax.jit(lambda p, x: model.apply({'params': p}, x))(params, inputs))
 
 
 def golden(name, key):
-  return np.load(DATA / f'golden_{name}.npz')[key]
+  return golden_data.load(name)[key]
 
 
 @pytest.mark.parametrize('filename', ['tiny.pyth', 'tiny_legacy.pyth', 'tiny_timm.pth',
@@ -53,7 +53,7 @@ def test_cli_writes_checkpoint_that_restores_to_the_same_logits(tmp_path, capsys
   # The CLI knows the registered variants only; the tiny test architecture is passed
   # through load_params' overrides, so drive main() with a patched registry entry.
   with pytest.MonkeyPatch.context() as mp:
-    mp.setitem(models._VARIANTS, 'mvitv2_test_tiny', TINY)
+    mp.setitem(variants._VARIANTS, 'mvitv2_test_tiny', TINY)
     assert convert.main([str(DATA / 'tiny.pyth'), str(dst), '--model', 'mvitv2_test_tiny']) == 0
     assert 'Converted' in capsys.readouterr().out
     params = convert.load_params(str(dst), 'mvitv2_test_tiny')
@@ -64,13 +64,13 @@ def test_cli_writes_checkpoint_that_restores_to_the_same_logits(tmp_path, capsys
   assert not list(tmp_path.glob('*tmp*')), 'no partial checkpoint left behind'
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_and_exits_nonzero(tmp_path):
   truncated = tmp_path / 'truncated.pyth'
   truncated.write_bytes((DATA / 'tiny.pyth').read_bytes()[:100_000])
   result = subprocess.run(
       [sys.executable, '-m', 'mvitv2_jax.convert', str(truncated), str(tmp_path / 'out'),
-       '--model', 'mvitv2_t'], capture_output=True, text=True,
-      cwd=pathlib.Path(__file__).parent.parent)
+       '--model', 'mvitv2_t'], capture_output=True, text=True, env=training.subprocess_env())
   assert result.returncode == 1
   assert 'truncated' in result.stderr and 'Traceback' not in result.stderr
   assert not (tmp_path / 'out').exists()
@@ -90,7 +90,7 @@ def test_missing_unexpected_and_mismatched_keys_are_named():
 
 
 def test_wrong_variant_names_the_variant_it_looks_like():
-  state_dict = golden_recipe.recipe_state_dict(DATA / 'keys_t.json')
+  state_dict = golden_data.recipe_state_dict('t')
   with pytest.raises(convert.ConversionError, match='looks like mvitv2_t'):
     convert.convert_state_dict(state_dict, models.create_model('mvitv2_s'))
 
@@ -142,7 +142,7 @@ def test_code_in_a_checkpoint_is_never_run(tmp_path):
 
 def test_torch_saved_full_size_pyth_gives_original_logits(tmp_path):
   torch = pytest.importorskip('torch', reason='torch is optional; the reader never needs it')
-  state_dict = golden_recipe.recipe_state_dict(DATA / 'keys_t.json')
+  state_dict = golden_data.recipe_state_dict('t')
   path = tmp_path / 'MViTv2_T_in1k.pyth'
   torch.save({'epoch': 300, 'model_state': {k: torch.from_numpy(v) for k, v in state_dict.items()}},
              path)

@@ -5,12 +5,12 @@ import numpy as np
 import optax
 import pytest
 
-import train_helpers
-from mvitv2_jax import optim
+from mvitv2_jax.train import optim
+from tests.helpers import training
 
 
 def _config(**overrides):
-  return train_helpers.tiny_config(
+  return training.tiny_config(
       batch_size=512, **{'optim.base_lr': 2.5e-4, 'optim.warmup_start_lr': 1e-8,
                          'optim.min_lr': 1e-6, 'optim.warmup_epochs': 70.0,
                          **overrides})

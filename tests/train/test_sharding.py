@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from mvitv2_jax import sharding
+from mvitv2_jax.train import sharding
 
 
 def test_fsdp_spec_shards_largest_divisible_axis():

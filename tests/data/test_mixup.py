@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mvitv2_jax import mixup
+from mvitv2_jax.data import mixup
 
 _RECIPE = dict(mixup_alpha=0.8, cutmix_alpha=1.0, mixup_prob=1.0,
                cutmix_switch_prob=0.5, label_smoothing=0.1)

@@ -6,22 +6,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import chex
 import jax
 import numpy as np
 import pytest
 
-import fake_imagenet
-import synthetic_data
-import train_helpers
-from mvitv2_jax import checkpointing
-from mvitv2_jax import input_pipeline
-from mvitv2_jax import metrics
-from mvitv2_jax import optim
-from mvitv2_jax import sharding
 from mvitv2_jax import train
+from mvitv2_jax.data import pipeline
+from mvitv2_jax.train import checkpointing
+from mvitv2_jax.train import optim
+from mvitv2_jax.train import sharding
+from mvitv2_jax.train import step as step_lib
+from tests.helpers import fake_imagenet
+from tests.helpers import synthetic_data
+from tests.helpers import training
 
 # The reference run: 20 steps, checkpoints every 5, evals at 10 and 20. No
 # mixup, so that it learns visibly in 20 steps (the multi-device check mixes).
@@ -44,17 +43,11 @@ class RecordingWriter:
     pass
 
 
-def _train(workdir, **overrides):
+def _train(workdir, data=synthetic_data, **overrides):
   """`train_and_evaluate` in-process; returns (result, recorded scalars)."""
-  return train.train_and_evaluate(
-      train_helpers.tiny_config(**overrides), str(workdir)), \
-      RecordingWriter.last.scalars_by_step
-
-
-@pytest.fixture(autouse=True)
-def _synthetic(monkeypatch):
-  monkeypatch.setattr(train, 'input_pipeline', synthetic_data)
-  monkeypatch.setattr(metrics, 'SummaryWriter', RecordingWriter)
+  result = train.train_and_evaluate(training.tiny_config(**overrides), str(workdir),
+                                    data=data, writer=RecordingWriter)
+  return result, RecordingWriter.last.scalars_by_step
 
 
 @pytest.fixture(scope='module')
@@ -62,10 +55,8 @@ def reference(tmp_path_factory):
   """The uninterrupted run; its steps must each trace exactly once."""
   workdir = tmp_path_factory.mktemp('reference')
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, 'input_pipeline', synthetic_data)
-    mp.setattr(metrics, 'SummaryWriter', RecordingWriter)
-    mp.setattr(train, 'train_step', chex.assert_max_traces(train.train_step, 1))
-    mp.setattr(train, 'eval_step', chex.assert_max_traces(train.eval_step, 1))
+    mp.setattr(step_lib, 'train_step', chex.assert_max_traces(step_lib.train_step, 1))
+    mp.setattr(step_lib, 'eval_step', chex.assert_max_traces(step_lib.eval_step, 1))
     state, scalars = _train(workdir, **RUN)
   return workdir, jax.device_get(state.params), scalars
 
@@ -94,24 +85,30 @@ def test_eval_counts_every_example_once(reference):
   assert scalars[20]['eval/count'] == 37
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   _, ref_params, _ = reference
-  proc = train_helpers.run_train_subprocess(str(tmp_path), RUN, wait=False)
-  ckpt = tmp_path / 'checkpoints' / '10'
-  deadline = time.time() + 500
-  while not ckpt.is_dir() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  proc.kill()
-  out, _ = proc.communicate()
-  assert ckpt.is_dir(), out
-  assert not (tmp_path / 'checkpoints' / '20').exists(), 'killed too late'
+  # The run holds once step 10's checkpoint is on disk; SIGKILL there.
+  proc = training.run_train_subprocess(str(tmp_path), RUN, wait=False, hold_after=10)
+  lines = []
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if line.startswith('HOLDING 10'):
+        break
+  finally:
+    proc.kill()
+  out = ''.join(lines) + proc.communicate()[0]
+  assert 'HOLDING 10' in out, out
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['10', '5'], out
   state, _ = _train(tmp_path, **RUN)
   assert int(state.step) == 20
   assert _max_diff(jax.device_get(state.params), ref_params) <= 1e-6
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
-  proc = train_helpers.run_train_subprocess(
+  proc = training.run_train_subprocess(
       str(tmp_path), {'num_train_steps': 100_000, 'log_every_steps': 1},
       wait=False)
   lines = []
@@ -131,7 +128,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   assert glob.glob(str(tmp_path / 'events.out.tfevents.*')), os.listdir(tmp_path)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
   class PoisonedData:
     """Synthetic data whose images turn NaN from step index 7 (update 8)."""
@@ -146,16 +143,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
           batch['image'] = np.full_like(batch['image'], np.nan)
         yield batch
 
-  monkeypatch.setattr(train, 'input_pipeline', PoisonedData)
   with pytest.raises(FloatingPointError, match='step 8;.*checkpoint is step 5'):
-    _train(tmp_path, **RUN)
+    _train(tmp_path, data=PoisonedData, **RUN)
   assert os.listdir(tmp_path / 'checkpoints') == ['5']
 
-  config = train_helpers.tiny_config(**RUN)
+  config = training.tiny_config(**RUN)
   mesh = sharding.create_mesh()
   tx = optim.create_optimizer(config, lambda _: 0.0)
-  abstract, _ = train.abstract_train_state(
-      config, train.create_model(config), tx, mesh)
+  abstract, _ = step_lib.abstract_train_state(
+      config, step_lib.create_model(config), tx, mesh)
   ckpt = checkpointing.Checkpointer(str(tmp_path), 1)
   state = ckpt.restore(5, abstract)
   ckpt.close()
@@ -186,13 +182,12 @@ def test_finetune_from_init_from_with_new_head(reference, tmp_path):
                 - best['patch_embed']['kernel']).max() < 0.05
 
 
-def test_two_steps_on_fake_imagenet(tmp_path, monkeypatch):
-  monkeypatch.setattr(train, 'input_pipeline', input_pipeline)
+def test_two_steps_on_fake_imagenet(tmp_path):
   data_dir = str(tmp_path / 'data')
   fake_imagenet.make_fake_imagenet(data_dir, num_train_per_class=4,
                                    num_validation=5)
   state, scalars = _train(
-      tmp_path / 'run', dataset='imagenet2012', data_dir=data_dir,
+      tmp_path / 'run', data=pipeline, dataset='imagenet2012', data_dir=data_dir,
       num_classes=1000, batch_size=4, eval_batch_size=4, num_train_steps=2,
       shuffle_buffer=16, checkpoint_every_steps=2)
   assert int(state.step) == 2
@@ -200,13 +195,11 @@ def test_two_steps_on_fake_imagenet(tmp_path, monkeypatch):
   assert np.isfinite(scalars[2]['train/loss'])
 
 
+@pytest.mark.slow
 def test_sharded_step_matches_single_device():
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [train_helpers.REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
   out = subprocess.run(
-      [sys.executable, os.path.join(train_helpers.TESTS_DIR,
-                                    'multidevice_check.py')],
-      env=env, capture_output=True, text=True, timeout=900, check=False)
+      [sys.executable, '-m', 'tests.helpers.multidevice_check'],
+      env=training.subprocess_env(), capture_output=True, text=True, timeout=900, check=False)
   assert out.returncode == 0, out.stderr[-5000:]
   results = json.loads(out.stdout.strip().splitlines()[-1])
   assert set(results) == {'replicated', 'shard_params', 'grad_accum'}

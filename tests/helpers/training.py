@@ -7,8 +7,7 @@ import sys
 
 from configs import default
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(**overrides):
@@ -45,14 +44,19 @@ def apply_overrides(config, overrides):
     node[leaf] = value
 
 
-def run_train_subprocess(workdir, overrides, *, devices=1, wait=True):
-  """Starts `train_subprocess.py`; returns the Popen (or its result)."""
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+def subprocess_env(**extra):
+  """This process's environment with the repository root on PYTHONPATH."""
+  env = dict(os.environ, **extra)
   env['PYTHONPATH'] = os.pathsep.join(
       [REPO_ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
-  cmd = [sys.executable, os.path.join(TESTS_DIR, 'train_subprocess.py'),
-         workdir, json.dumps(overrides)]
+  return env
+
+
+def run_train_subprocess(workdir, overrides, *, devices=1, wait=True, hold_after=None):
+  """Starts `train_subprocess.py`; returns the Popen (or its result)."""
+  env = subprocess_env(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  cmd = [sys.executable, '-m', 'tests.helpers.train_subprocess', workdir,
+         json.dumps(overrides)] + ([str(hold_after)] if hold_after is not None else [])
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   if not wait:

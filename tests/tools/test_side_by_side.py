@@ -4,16 +4,19 @@ import sys
 
 import pytest
 
-from mvitv2_jax import side_by_side
+from tests.helpers import training
+from tools import side_by_side
 
 
+@pytest.mark.slow
 def test_workers_run_in_turn_and_report_their_steps():
   # Two JAX workers on a tiny model stand in for JAX and PyTorch (timm is not
   # installed here): the same driver, protocol and worker code path.
   flags = ['--variant', 'mvitv2_t', '--batch_size', '1', '--image_size', '32',
            '--mode', 'inference']
-  command = [sys.executable, '-m', 'mvitv2_jax.side_by_side', '--worker', 'jax'] + flags
-  times = side_by_side.run_in_turn({'a': command, 'b': command}, rounds=3)
+  command = [sys.executable, '-m', 'tools.side_by_side', '--worker', 'jax'] + flags
+  times = side_by_side.run_in_turn({'a': command, 'b': command}, rounds=3,
+                                   env=training.subprocess_env())
   assert list(times) == ['a', 'b']
   assert all(len(ts) == 3 and all(t > 0 for t in ts) for ts in times.values())
 
