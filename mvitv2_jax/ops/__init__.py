@@ -62,8 +62,10 @@ def attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], *,
       [B, heads, *q_grid, k_grid[a]] float32.
     k_grid: the spatial key grid.
     num_prefix: class tokens in front of the spatial tokens (no rel-pos term).
-    impl: 'auto', 'einsum' (explicit logits) or 'dot_product'
-      (`jax.nn.dot_product_attention`).
+    impl: 'auto' or a kernel: 'einsum' (explicit logits and bias), 'dot_product'
+      (`jax.nn.dot_product_attention` with the bias), or on q and k augmented so that
+      no bias is needed: 'xla' (plain attention), 'cudnn' (cuDNN flash attention,
+      bf16/fp16), 'pallas' (the Pallas TPU flash kernel).
 
   Returns:
     [B, Nq, heads, d] in v's dtype.
@@ -72,6 +74,9 @@ def attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], *,
   return platform.dispatch('attention', impl, {
       'einsum': lambda *a: softmax_attention.einsum_attention(*a, **options),
       'dot_product': lambda *a: softmax_attention.dot_product_attention(*a, **options),
+      'xla': lambda *a: softmax_attention.xla_attention(*a, **options),
+      'cudnn': lambda *a: softmax_attention.cudnn_attention(*a, **options),
+      'pallas': lambda *a: softmax_attention.pallas_attention(*a, **options),
   }, q, k, v, tuple(rel_terms))
 
 

@@ -13,17 +13,20 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-# What 'auto' resolves to, per op: the kernel for XLA:CPU, and for every other platform.
+# What 'auto' resolves to, per op and platform ('default': every platform not named).
 AUTO_KERNELS = {
     'pool': {'cpu': 'slices', 'default': 'conv'},
-    'attention': {'cpu': 'einsum', 'default': 'dot_product'},
+    'attention': {'cpu': 'einsum', 'tpu': 'pallas', 'cuda': 'cudnn', 'default': 'xla'},
 }
 
 
 def mesh_platform() -> str | None:
-  """The platform ('cpu', 'tpu', 'gpu') of the mesh in context, or None without one."""
+  """The platform ('cpu', 'tpu', 'cuda', ...) of the mesh in context, or None without one."""
   device = getattr(jax.sharding.get_abstract_mesh(), 'abstract_device', None)
-  return None if device is None else device.platform
+  if device is None:
+    return None
+  # Devices name CUDA and ROCm GPUs both 'gpu'; the kernels are CUDA's (ROCm falls back).
+  return 'cuda' if device.platform == 'gpu' else device.platform
 
 
 def resolve(op: str, impl: str, platform: str) -> str:

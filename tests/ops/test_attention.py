@@ -38,6 +38,41 @@ def test_kernels_agree_with_plain_softmax_attention(num_prefix):
   bias = attention.rel_pos_bias(terms, (2, 3), num_prefix)
   logits = jnp.einsum('bqnd,bknd->bnqk', q, k) / np.sqrt(q.shape[-1]) + bias
   want = jnp.einsum('bnqk,bknd->bqnd', jax.nn.softmax(logits, -1), v)
-  for impl in ('einsum', 'dot_product', 'auto'):
+  # 'cudnn' runs its XLA fallback here (fp32, and no GPU to trace cuDNN for).
+  for impl in ('einsum', 'dot_product', 'xla', 'cudnn', 'auto'):
     got = ops.attention(q, k, v, terms, k_grid=(2, 3), num_prefix=num_prefix, impl=impl)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=impl)
+
+
+def test_augmented_logits_are_the_scaled_logits_plus_the_term():
+  q, k, v, terms = _inputs(1, (2, 3, 3), (2, 3, 2))
+  q_aug, k_aug, v_pad = attention.augment(q, k, v, terms, k_grid=(2, 3, 2), num_prefix=1,
+                                          multiple=8)
+  assert q_aug.shape[-1] == k_aug.shape[-1] == v_pad.shape[-1] == 16  # 8 + 2 + 3 + 2 -> 16.
+  got = jnp.einsum('bqnd,bknd->bnqk', q_aug, k_aug)
+  want = (jnp.einsum('bqnd,bknd->bnqk', q, k) / np.sqrt(q.shape[-1])
+          + attention.rel_pos_bias(terms, (2, 3, 2), num_prefix=1))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(v_pad[..., :8], v)
+  assert not v_pad[..., 8:].any()
+
+
+@pytest.mark.parametrize('num_prefix,q_grid,k_grid', [(0, (4, 6), (2, 3)), (1, (2, 3, 3), (2, 3, 2))])
+def test_pallas_tpu_kernel_agrees_with_einsum(num_prefix, q_grid, k_grid):
+  # The TPU flash kernel in Pallas's TPU interpret mode (on this CPU): values and gradients.
+  pltpu = pytest.importorskip('jax.experimental.pallas.tpu')
+  q, k, v, terms = _inputs(num_prefix, q_grid, k_grid)
+  cotangent = jax.random.normal(jax.random.key(7), q.shape)
+
+  def value_and_grads(impl):
+    def loss(q, k, v, terms):
+      out = ops.attention(q, k, v, terms, k_grid=k_grid, num_prefix=num_prefix, impl=impl)
+      return jnp.sum(out * cotangent), out
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(q, k, v, terms)
+
+  want_grads, want = value_and_grads('einsum')
+  with pltpu.force_tpu_interpret_mode():
+    got_grads, got = value_and_grads('pallas')
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for got_leaf, want_leaf in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=1e-5)

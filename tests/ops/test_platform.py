@@ -35,7 +35,9 @@ def test_whole_model_lowers_for_tpu_without_cpu_kernels():
 def test_resolve_names_the_kernel_per_platform():
   assert platform.resolve('pool', 'auto', 'cpu') == 'slices'
   assert platform.resolve('pool', 'auto', 'tpu') == 'conv'
-  assert platform.resolve('attention', 'auto', 'cuda') == 'dot_product'
+  assert platform.resolve('attention', 'auto', 'cuda') == 'cudnn'
+  assert platform.resolve('attention', 'auto', 'tpu') == 'pallas'
+  assert platform.resolve('attention', 'auto', 'rocm') == 'xla'
   assert platform.resolve('attention', 'einsum', 'tpu') == 'einsum'
 
 
