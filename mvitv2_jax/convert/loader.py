@@ -6,6 +6,7 @@ layout, plus Flax params checkpoints written by the convert CLI. Files are read 
 `torch_reader`, which never runs code from them and needs no torch.
 """
 
+import dataclasses
 import os
 from typing import Any
 
@@ -18,6 +19,7 @@ from mvitv2_jax import model as mvit
 from mvitv2_jax.convert import keys
 from mvitv2_jax.convert import torch_reader
 from mvitv2_jax.model import rel_pos
+from mvitv2_jax.model import stacking
 
 _HEAD = (('head', 'kernel'), ('head', 'bias'))
 _MAX_LISTED = 12
@@ -28,7 +30,11 @@ class ConversionError(ValueError):
 
 
 def expected_shapes(model: mvit.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]]:
-  """Flax param path -> shape of `model`, computed without allocating params."""
+  """Flax param path -> shape of `model` with one entry per block (scanned runs unstacked).
+
+  Computed without allocating params.
+  """
+  model = mvit.MViTv2(dataclasses.replace(model.cfg, scan_blocks=False))
   size = model.cfg.image_size
   images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(0), images)['params']
@@ -79,7 +85,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
     seed: RNG seed for the re-initialised head.
 
   Returns:
-    The float32 Flax params pytree.
+    The float32 Flax params pytree, in the block layout of `model` (see `scan_blocks`).
 
   Raises:
     ConversionError: listing missing, unexpected and shape-mismatched tensors, and
@@ -127,8 +133,9 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
       message += (f'\n  The checkpoint looks like {guess}.' if guess else
                   '\n  It matches no known variant: is it an MViTv2 image checkpoint?')
     raise ConversionError(message)
-  return traverse_util.unflatten_dict(
+  params = traverse_util.unflatten_dict(
       {path: np.asarray(value, np.float32) for path, value in params.items()})
+  return stacking.stack(params, cfg)
 
 
 def _describe(cfg: mvit.MViTv2Config) -> str:
@@ -144,9 +151,9 @@ def _fresh_head(expected, seed: int) -> dict:
 
 
 def params_to_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
-  """Flax params -> official-layout PyTorch state dict (NumPy arrays)."""
+  """Flax params (either block layout) -> official-layout PyTorch state dict (NumPy arrays)."""
   out = {}
-  for path, value in traverse_util.flatten_dict(params).items():
+  for path, value in traverse_util.flatten_dict(stacking.unstack(params)).items():
     key = keys.flax_to_official_key(path)
     out[key] = keys.to_torch_layout(key, np.asarray(value))
   return out

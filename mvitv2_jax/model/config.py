@@ -40,6 +40,9 @@ class MViTv2Config:
   # 'dots_with_no_batch_dims_saveable' (keep the Dense outputs, recompute the rest).
   # '' recomputes everything.
   remat_policy: str = ''
+  # Runs of identical blocks in one `nn.scan` each: compile time stops growing with depth.
+  # Their params are stacked (`blocks_4_13/...` [10, ...]); the converter maps both layouts.
+  scan_blocks: bool = False
   # Kernels (see `mvitv2_jax.ops`); 'auto' picks per platform when the program is lowered.
   attention_impl: str = 'auto'  # 'auto', 'einsum' or 'dot_product'.
   pool_impl: str = 'auto'  # 'auto', 'conv' (XLA's windowed ops) or 'slices'.
@@ -56,6 +59,28 @@ class BlockSpec:
   kv_stride: int
   rel_pos_len: int  # From the build size; 0 when rel-pos tables are unused.
   drop_path: float
+
+
+def pooled_grid(grid: tuple[int, ...], stride: int) -> tuple[int, ...]:
+  """The grid after pooling with `stride` (padding k // 2): ceil(n / stride) per axis."""
+  return tuple(-(-n // stride) for n in grid)
+
+
+def block_runs(cfg: MViTv2Config, specs: list[BlockSpec]) -> list[list[int]]:
+  """Consecutive blocks grouped into runs that one scanned block can compute.
+
+  Blocks differing only in their drop-path rate form a run when `cfg.scan_blocks`;
+  otherwise every block is a run of its own.
+  """
+  runs = []
+  for i, spec in enumerate(specs):
+    same = lambda j: dataclasses.replace(specs[j], drop_path=0.0) == dataclasses.replace(
+        spec, drop_path=0.0)
+    if cfg.scan_blocks and runs and same(runs[-1][-1]):
+      runs[-1].append(i)
+    else:
+      runs.append([i])
+  return runs
 
 
 def block_specs(cfg: MViTv2Config) -> list[BlockSpec]:

@@ -80,9 +80,11 @@ class DropPath(nn.Module):
   rate: float
 
   @nn.compact
-  def __call__(self, x: Array, train: bool) -> Array:
-    if not train or self.rate == 0.0:
+  def __call__(self, x: Array, train: bool, rate: Array | None = None) -> Array:
+    """`rate` (a traced one in scanned runs) overrides the module's."""
+    rate = self.rate if rate is None else rate
+    if not train or (isinstance(rate, float) and rate == 0.0):
       return x
-    keep = 1.0 - self.rate
+    keep = 1.0 - rate
     mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
     return x * mask.astype(x.dtype) / jnp.asarray(keep, x.dtype)

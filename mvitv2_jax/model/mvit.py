@@ -22,7 +22,8 @@ import numpy as np
 from mvitv2_jax import ops
 from mvitv2_jax.model import layers
 from mvitv2_jax.model import rel_pos
-from mvitv2_jax.model.config import BlockSpec, MViTv2Config, block_specs
+from mvitv2_jax.model import stacking
+from mvitv2_jax.model.config import BlockSpec, MViTv2Config, block_runs, block_specs, pooled_grid
 
 Array = jax.Array
 
@@ -33,7 +34,8 @@ class MultiScaleAttention(nn.Module):
   spec: BlockSpec
 
   @nn.compact
-  def __call__(self, x: Array, grid: tuple[int, int]) -> tuple[Array, tuple[int, int]]:
+  def __call__(self, x: Array, grid: tuple[int, ...]) -> Array:
+    """x [B, N, dim_in] normalised, on `grid` -> [B, N', att_dim] on the pooled q grid."""
     cfg, spec = self.cfg, self.spec
     heads, dim = spec.num_heads, spec.att_dim
     head_dim = dim // heads
@@ -88,45 +90,72 @@ class MultiScaleAttention(nn.Module):
     else:
       out = out + q
     out = out.reshape(batch, -1, dim)  # Head-major channels, as the original merges them.
-    return layers.Dense(dim, cfg.dtype, cfg.param_dtype, name='proj')(out), tuple(q_grid)
+    return layers.Dense(dim, cfg.dtype, cfg.param_dtype, name='proj')(out)
 
 
 class MultiScaleBlock(nn.Module):
-  """Pre-norm block: pooling attention and MLP, with the original's skip paths."""
+  """Pre-norm block: pooling attention and MLP, with the original's skip paths.
+
+  `grid` is the token grid entering the block; it leaves as `pooled_grid(grid, q_stride)`.
+  """
   cfg: MViTv2Config
   spec: BlockSpec
+  grid: tuple[int, ...]
+  train: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, grid: tuple[int, int], train: bool) -> tuple[Array, tuple[int, int]]:
+  def __call__(self, x: Array, drop_rate: Array | None = None) -> Array:
+    """x [B, N, dim_in] -> [B, N', dim_out]; `drop_rate` overrides the spec's (scanned runs)."""
     cfg, spec = self.cfg, self.spec
     norm = functools.partial(layers.LayerNorm, cfg.dtype, cfg.param_dtype)
     proj = functools.partial(layers.Dense, spec.dim_out, cfg.dtype, cfg.param_dtype, name='proj')
+    drop_path = lambda branch: layers.DropPath(spec.drop_path)(branch, self.train, drop_rate)
     widens = spec.dim_in != spec.dim_out
 
     x_norm = norm(name='norm1')(x)
-    attn, new_grid = MultiScaleAttention(cfg, spec, name='attn')(x_norm, grid)
+    attn = MultiScaleAttention(cfg, spec, name='attn')(x_norm, self.grid)
     # NOTE: the skip reads the *normalised* input when it is projected, the raw one otherwise.
     skip = proj()(x_norm) if widens and cfg.dim_mul_in_att else x
     if spec.q_stride > 1:
-      skip = self._max_pool_tokens(skip, grid)
-    x = skip + layers.DropPath(spec.drop_path)(attn, train)
+      skip = self._max_pool_tokens(skip)
+    x = skip + drop_path(attn)
 
     x_norm = norm(name='norm2')(x)
     mlp = layers.Mlp(int(spec.att_dim * cfg.mlp_ratio), spec.dim_out, cfg.dtype,
                      cfg.param_dtype, name='mlp')(x_norm)
     if widens and not cfg.dim_mul_in_att:
       x = proj()(x_norm)  # MViTv2-L layout: the MLP skip is projected from norm2's output.
-    return x + layers.DropPath(spec.drop_path)(mlp, train), new_grid
+    return x + drop_path(mlp)
 
-  def _max_pool_tokens(self, x: Array, grid: tuple[int, int]) -> Array:
+  def _max_pool_tokens(self, x: Array) -> Array:
     """Max-pools the spatial tokens (kernel stride+1, -inf padding); the cls token bypasses."""
     num_prefix = 1 if self.cfg.cls_token else 0
     stride = self.spec.q_stride
-    spatial = x[:, num_prefix:].reshape(x.shape[0], *grid, x.shape[-1])
+    spatial = x[:, num_prefix:].reshape(x.shape[0], *self.grid, x.shape[-1])
     pooled = ops.pool(spatial, 'max', kernel=(stride + 1,) * 2, strides=(stride,) * 2,
                       impl=self.cfg.pool_impl)
     pooled = pooled.reshape(x.shape[0], -1, x.shape[-1])
     return jnp.concatenate([x[:, :num_prefix], pooled], axis=1)
+
+
+class _ScanStep(MultiScaleBlock):
+  """One block as an `nn.scan` step: (x, drop rate) -> (x, nothing)."""
+
+  def __call__(self, x: Array, drop_rate: Array) -> tuple[Array, None]:
+    return super().__call__(x, drop_rate), None
+
+
+def _block_modules(cfg: MViTv2Config):
+  """The block module and the scanned-run module, rematerialised as `cfg` asks."""
+  block, step = MultiScaleBlock, _ScanStep
+  if cfg.remat:
+    policy = getattr(jax.checkpoint_policies, cfg.remat_policy) if cfg.remat_policy else None
+    block = nn.remat(block, policy=policy)
+    # Inside a scan CSE cannot merge the recomputation with the forward pass.
+    step = nn.remat(step, policy=policy, prevent_cse=False)
+  run = nn.scan(step, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                in_axes=0)
+  return block, run
 
 
 class MViTv2(nn.Module):
@@ -156,15 +185,18 @@ class MViTv2(nn.Module):
                        cfg.param_dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, cfg.embed_dim)), x], 1)
 
-    block = MultiScaleBlock
-    if cfg.remat:
-      policy = getattr(jax.checkpoint_policies, cfg.remat_policy) if cfg.remat_policy else None
-      block = nn.remat(MultiScaleBlock, static_argnums=(2, 3), policy=policy)
+    block, scanned_run = _block_modules(cfg)
     stage_ends = set((np.cumsum(cfg.depths) - 1).tolist())
     features = []
-    for i, spec in enumerate(specs):
-      x, grid = block(cfg, spec, name=f'blocks_{i}')(x, grid, train)
-      if features_only and i in stage_ends:
+    for run in block_runs(cfg, specs):
+      spec = specs[run[0]]
+      if len(run) == 1:
+        x = block(cfg, spec, grid, train, name=stacking.run_name(run))(x)
+      else:
+        rates = jnp.asarray([specs[i].drop_path for i in run], jnp.float32)
+        x, _ = scanned_run(cfg, spec, grid, train, name=stacking.run_name(run))(x, rates)
+      grid = pooled_grid(grid, spec.q_stride)
+      if features_only and run[-1] in stage_ends:
         features.append(x[:, num_prefix:].reshape(batch, *grid, x.shape[-1]))
     if features_only:
       return features

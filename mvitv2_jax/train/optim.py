@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from mvitv2_jax.model import stacking
+
 # Parameters decayed by the official recipe although they are not 1-D.
 _POS_CLS_NAMES = ('rel_pos_h', 'rel_pos_w', 'cls_token')
 
@@ -60,8 +62,9 @@ def decay_mask(params, no_decay_rel_pos_cls: bool = False):
   """
 
   def decayed(path, leaf):
-    # Every 1-D param is a bias or a LayerNorm scale (ZERO_WD_1D_PARAM).
-    if leaf.ndim <= 1:
+    # Every 1-D param is a bias or a LayerNorm scale (ZERO_WD_1D_PARAM); scanned runs
+    # stack their blocks' params on a leading axis.
+    if leaf.ndim - stacking.is_stacked(path) <= 1:
       return False
     name = getattr(path[-1], 'key', str(path[-1]))
     return not (no_decay_rel_pos_cls and name in _POS_CLS_NAMES)

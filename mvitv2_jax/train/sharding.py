@@ -9,6 +9,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mvitv2_jax.model import stacking
+
 DATA_AXIS = 'data'
 # Leaves smaller than this stay replicated under shard_params: sharding them
 # saves little memory and costs a gather each.
@@ -34,19 +36,21 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def fsdp_spec(shape: tuple[int, ...], num_shards: int) -> P:
+def fsdp_spec(shape: tuple[int, ...], num_shards: int, stacked: bool = False) -> P:
   """Shards the largest axis divisible by `num_shards`; small leaves replicate.
 
   Args:
     shape: the leaf's shape.
     num_shards: size of the 'data' axis.
+    stacked: the leaf stacks the blocks of a scanned run on axis 0, which stays whole
+      (each scan step reads one row).
 
   Returns:
     The leaf's PartitionSpec.
   """
   if num_shards == 1 or int(np.prod(shape)) < _MIN_SHARDED_SIZE:
     return P()
-  divisible = [i for i, n in enumerate(shape) if n % num_shards == 0]
+  divisible = [i for i, n in enumerate(shape) if n % num_shards == 0 and not (stacked and i == 0)]
   if not divisible:
     return P()
   axis = max(divisible, key=lambda i: shape[i])
@@ -70,9 +74,10 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
   if not shard_params:
     return jax.tree.map(lambda _: replicated(mesh), abstract_state)
   n = mesh.shape[DATA_AXIS]
-  # Optimizer moments have their param's shape, so they get the same spec.
-  return jax.tree.map(
-      lambda x: NamedSharding(mesh, fsdp_spec(x.shape, n)), abstract_state)
+  # Optimizer moments have their param's shape and path, so they get the same spec.
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: NamedSharding(mesh, fsdp_spec(x.shape, n, stacking.is_stacked(path))),
+      abstract_state)
 
 
 def host_to_global(batch: Any, mesh: jax.sharding.Mesh) -> Any:

@@ -1,5 +1,6 @@
 """Model structure: parameter counts, block plan, shapes, sizes, dtypes, init."""
 
+import functools
 import json
 import math
 
@@ -161,7 +162,7 @@ def _logits_and_grads(params, images, **impls):
 
 
 @pytest.mark.parametrize('pool_impl', ['conv', 'slices'])
-@pytest.mark.parametrize('attention_impl', ['einsum', 'dot_product'])
+@pytest.mark.parametrize('attention_impl', ['einsum', 'dot_product', 'xla'])
 def test_kernel_impls_agree_with_the_original(pool_impl, attention_impl, tiny_golden):
   # Every formulation gives the original's logits; all share one gradient, that of
   # XLA's plain windowed ops and einsums (pooling skip, conv pooling, attention).
@@ -202,3 +203,55 @@ def test_forward_compiles_once_under_jit(tiny_golden):
   for _ in range(3):
     forward(params, images + 1.0).block_until_ready()
   assert len(traces) == 1
+
+
+def test_remat_model_initialises_under_jit():
+  # The trainer builds its state with jax.eval_shape and jax.jit over model.init.
+  for overrides in (dict(remat=True), dict(remat=True, scan_blocks=True)):
+    model = models.create_model('mvitv2_t', **TINY, **overrides)
+    images = jnp.zeros((1, 64, 64, 3))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+    params = jax.jit(model.init)(jax.random.key(0), images)
+    assert jax.tree.structure(shapes) == jax.tree.structure(params)
+
+
+SCANNED = dict(embed_dim=8, depths=(2, 3, 3, 1), image_size=32, num_classes=10,
+               drop_path_rate=0.2)
+
+
+@pytest.mark.parametrize('remat', [False, True])
+def test_scanned_blocks_compute_the_same_model(remat):
+  from mvitv2_jax.model import stacking  # pylint: disable=g-import-not-at-top
+  plain = models.create_model('mvitv2_t', **SCANNED, remat=remat)
+  scanned = models.create_model('mvitv2_t', **SCANNED, remat=remat, scan_blocks=True)
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  params = plain.init(jax.random.key(0), images)['params']
+  stacked = stacking.stack(params, scanned.cfg)
+  assert set(stacked) >= {'blocks_0_1', 'blocks_3_4', 'blocks_6_7'}
+  assert stacked['blocks_3_4']['mlp']['fc1']['kernel'].shape == (2, 16, 64)
+  assert jax.tree.structure(stacked) == jax.tree.structure(
+      jax.eval_shape(scanned.init, jax.random.key(0), images)['params'])
+
+  def loss(model, params):
+    logits = model.apply({'params': params}, images, train=True,
+                         rngs={'dropout': jax.random.key(2)})
+    return jnp.sum(logits * jnp.arange(10)), logits
+
+  with jax.set_mesh(jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))):
+    forward = lambda model, params: jax.jit(model.apply)({'params': params}, images)
+    np.testing.assert_allclose(forward(scanned, stacked), forward(plain, params),
+                               rtol=1e-5, atol=1e-5)
+    grads, _ = jax.jit(jax.grad(functools.partial(loss, scanned), has_aux=True))(stacked)
+    # Drop path draws other masks in a scan (its RNG splits per step); without it the
+    # gradients are the unscanned model's.
+    no_drop = dict(SCANNED, drop_path_rate=0.0)
+    plain0 = models.create_model('mvitv2_t', **no_drop, remat=remat)
+    scanned0 = models.create_model('mvitv2_t', **no_drop, remat=remat, scan_blocks=True)
+    want, _ = jax.jit(jax.grad(functools.partial(loss, plain0), has_aux=True))(params)
+    got, _ = jax.jit(jax.grad(functools.partial(loss, scanned0), has_aux=True))(stacked)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  got = traverse_util.flatten_dict(stacking.unstack(jax.tree.map(np.asarray, got)))
+  want = traverse_util.flatten_dict(want)
+  atol = 1e-5 * max(np.abs(g).max() for g in want.values())  # fp32, at the gradient's scale.
+  for path, leaf in got.items():
+    np.testing.assert_allclose(leaf, want[path], rtol=1e-4, atol=atol, err_msg='/'.join(path))

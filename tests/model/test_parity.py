@@ -24,6 +24,9 @@ VARIANTS = {
     'b': ('mvitv2_b', {}),
     'l': ('mvitv2_l', {}),
     'b_cls': ('mvitv2_b_cls', {}),
+    # The same golden through scanned block runs (stacked params, one nn.scan per run).
+    't-scan': ('mvitv2_t', {'scan_blocks': True}),
+    'b_cls-scan': ('mvitv2_b_cls', {'scan_blocks': True}),
 }
 CLS_VARIANTS = ('tiny_cls', 'b_cls')
 
@@ -43,9 +46,10 @@ def test_logits_match_original(variant, cls_residual_q, tmp_path):
     overrides = {**overrides, 'cls_residual_q': cls_residual_q}
   model = models.create_model(name, **overrides)
   checkpoint = tmp_path / f'{variant}.safetensors'
-  golden.write_safetensors(checkpoint, golden.recipe_state_dict(variant))
+  source = variant.removesuffix('-scan')
+  golden.write_safetensors(checkpoint, golden.recipe_state_dict(source))
   params = convert.load_params(str(checkpoint), name, **overrides)
-  outputs = golden.load(variant)
+  outputs = golden.load(source)
   forward = jax.jit(lambda p, x: model.apply({'params': p}, x))
   small = 48 if variant.startswith('tiny') else 192
   suffix = '_clsq' if cls_residual_q else ''

@@ -1,5 +1,6 @@
 """Schedule, weight-decay mask and AdamW update against the official recipe."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -47,6 +48,13 @@ def test_decay_mask(exclude):
   assert mask['blocks_0']['attn']['rel_pos_h'] is (not exclude)
   assert mask['blocks_0']['attn']['rel_pos_w'] is (not exclude)
   assert mask['cls_token'] is (not exclude)
+
+
+def test_decay_mask_of_scanned_runs_matches_the_blocks():
+  # Stacked params carry a leading axis per scanned run: the mask looks past it.
+  stacked = {'blocks_2_3': jax.tree.map(lambda x: jnp.stack([x, x]), _params()['blocks_0'])}
+  mask = optim.decay_mask(stacked)
+  assert mask['blocks_2_3'] == optim.decay_mask(_params())['blocks_0']
 
 
 def test_adamw_matches_torch_formula():

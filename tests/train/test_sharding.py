@@ -32,3 +32,8 @@ def test_prefetch_reraises_source_errors():
   next(it)
   with pytest.raises(RuntimeError, match='boom'):
     next(it)
+
+
+def test_fsdp_spec_keeps_the_scan_axis_of_stacked_params_whole():
+  assert sharding.fsdp_spec((8, 768, 3072), 8) == P(None, None, 'data')
+  assert sharding.fsdp_spec((16, 4096, 8), 8, stacked=True) == P(None, 'data', None)
