@@ -30,6 +30,7 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import math
 import os
 import statistics
 import sys
@@ -70,33 +71,34 @@ class Case:
   pool_impl: str = 'auto'  # `MViTv2Config.pool_impl`.
 
 
-def model_flops_per_image(cfg: models.MViTv2Config, image_size: int) -> float:
+def model_flops_per_image(cfg: models.MViTv2Config, image_size: int | None = None) -> float:
   """Analytic forward FLOPs (2 per multiply-add) of matmuls, convs and einsums.
 
   Args:
-    cfg: the model config.
-    image_size: input height and width.
+    cfg: the model config (image or video).
+    image_size: input height and width; the config's build size if None.
 
   Returns:
-    FLOPs of one image's forward pass.
+    FLOPs of one example's (image's or clip's) forward pass.
   """
-  macs = 0.0
-  grid = -(-image_size // cfg.patch_stride)
-  macs += grid * grid * cfg.embed_dim * 3 * cfg.patch_kernel**2
+  size = cfg.input_size if image_size is None else (*cfg.input_size[:-2], image_size, image_size)
+  grid = models.pooled_grid(size, cfg.per_axis(cfg.patch_stride))
+  macs = math.prod(grid) * cfg.embed_dim * 3 * math.prod(cfg.per_axis(cfg.patch_kernel))
   prefix = 1 if cfg.cls_token else 0
-  k2 = cfg.pool_kernel**2
+  pool_taps = math.prod(cfg.per_axis(cfg.pool_kernel))
   specs = models.block_specs(cfg)
   for spec in specs:
-    n_in = grid * grid + prefix
-    q_side = -(-grid // spec.q_stride)
-    kv_side = -(-grid // spec.kv_stride)
-    n_q, n_kv = q_side * q_side + prefix, kv_side * kv_side + prefix
+    q_grid, kv_grid = models.pooled_grid(grid, spec.q_stride), models.pooled_grid(grid, spec.kv_stride)
+    n_in = math.prod(grid) + prefix
+    n_q, n_kv = math.prod(q_grid) + prefix, math.prod(kv_grid) + prefix
     dim = spec.att_dim
     macs += n_in * spec.dim_in * 3 * dim  # qkv.
     if cfg.pool_mode == 'conv':
-      macs += (q_side**2 + 2 * kv_side**2) * dim * k2  # Depthwise pooling.
+      pooled = (math.prod(q_grid) if spec.pool_q else 0) + 2 * math.prod(kv_grid)
+      macs += pooled * dim * pool_taps  # Depthwise pooling.
     macs += 2 * n_q * n_kv * dim  # q.k and attn.v.
-    macs += (q_side**2) * 2 * kv_side * dim  # Decomposed rel-pos (h and w).
+    if spec.rel_pos_lens:
+      macs += math.prod(q_grid) * sum(kv_grid) * dim  # Decomposed rel-pos, one term per axis.
     macs += n_q * dim * dim  # attn proj.
     widens = spec.dim_in != spec.dim_out
     if widens and cfg.dim_mul_in_att:
@@ -105,7 +107,7 @@ def model_flops_per_image(cfg: models.MViTv2Config, image_size: int) -> float:
     macs += n_q * (spec.att_dim * hidden + hidden * spec.dim_out)
     if widens and not cfg.dim_mul_in_att:
       macs += n_q * spec.att_dim * spec.dim_out
-    grid = q_side
+    grid = q_grid
   macs += specs[-1].dim_out * cfg.num_classes  # Head.
   return 2.0 * macs
 

@@ -13,6 +13,7 @@ so no transposes are needed between the qkv projection, pooling and the output.
 """
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -46,26 +47,28 @@ class MultiScaleAttention(nn.Module):
     prefix, spatial = qkv[:, :num_prefix], qkv[:, num_prefix:]
     spatial = spatial.reshape(batch, *grid, 3 * dim)
 
-    kernel = (cfg.pool_kernel,) * 2
+    kernel = cfg.per_axis(cfg.pool_kernel)
+    names = ('pool_q', 'pool_k', 'pool_v') if spec.pool_q else ('pool_k', 'pool_v')
     if cfg.pool_mode == 'conv':
       # One kernel per q/k/v shared by all heads: tiled over heads, the pooling is a
-      # depthwise conv on the [B, H, W, heads*head_dim] map as it is.
+      # depthwise conv on the [B, *grid, heads*head_dim] map as it is.
       weights = [jnp.tile(self.param(name, layers.torch_conv_init, (*kernel, 1, head_dim),
-                                     cfg.param_dtype), (1, 1, 1, heads))
-                 for name in ('pool_q', 'pool_k', 'pool_v')]
+                                     cfg.param_dtype), (1,) * (len(kernel) + 1) + (heads,))
+                 for name in names]
     else:
-      weights = [None] * 3
+      weights = [None] * len(names)
     pool = functools.partial(ops.pool, mode=cfg.pool_mode, kernel=kernel, impl=cfg.pool_impl)
     join = lambda ws: None if ws[0] is None else jnp.concatenate(ws, axis=-1)
-    if spec.q_stride == spec.kv_stride:  # q, k and v in one call.
-      pooled = pool(spatial, strides=(spec.q_stride,) * 2, weights=join(weights))
+    if spec.pool_q and spec.q_stride == spec.kv_stride:  # q, k and v in one call.
+      pooled = pool(spatial, strides=spec.q_stride, weights=join(weights))
       pooled_q, pooled_kv = jnp.split(pooled, [dim], -1)
     else:
       # Split, not two slices: the gradient of a split is one concatenate.
-      spatial_q, spatial_kv = jnp.split(spatial, [dim], -1)
-      pooled_q = pool(spatial_q, strides=(spec.q_stride,) * 2, weights=weights[0])
-      pooled_kv = pool(spatial_kv, strides=(spec.kv_stride,) * 2, weights=join(weights[1:]))
-    q_grid, k_grid = pooled_q.shape[1:3], pooled_kv.shape[1:3]
+      pooled_q, spatial_kv = jnp.split(spatial, [dim], -1)
+      if spec.pool_q:
+        pooled_q = pool(pooled_q, strides=spec.q_stride, weights=weights[0])
+      pooled_kv = pool(spatial_kv, strides=spec.kv_stride, weights=join(weights[-2:]))
+    q_grid, k_grid = pooled_q.shape[1:-1], pooled_kv.shape[1:-1]
 
     def tokens(pooled, prefix_part):  # -> [B, N', heads, head_dim], prefix first.
       pooled = pooled.reshape(batch, -1, heads, head_dim)
@@ -76,19 +79,23 @@ class MultiScaleAttention(nn.Module):
     q, k, v = tokens(pooled_q, pre_q), tokens(pooled_k, pre_k), tokens(pooled_v, pre_v)
     if cfg.pool_mode == 'conv':  # The original normalises only conv-pooled tensors.
       norm = functools.partial(layers.LayerNorm, cfg.dtype, cfg.param_dtype)
-      q, k, v = norm(name='norm_q')(q), norm(name='norm_k')(k), norm(name='norm_v')(v)
+      if spec.pool_q:
+        q = norm(name='norm_q')(q)
+      k, v = norm(name='norm_k')(k), norm(name='norm_v')(v)
 
-    tables = [self.param(name, layers.trunc_normal_init, (spec.rel_pos_len, head_dim),
-                         cfg.param_dtype) for name in ('rel_pos_h', 'rel_pos_w')]
-    rel_terms = rel_pos.rel_pos_terms(q[:, num_prefix:], q_grid, k_grid, tables)
+    rel_terms = ()
+    if spec.rel_pos_lens:
+      axes = 'thw'[-len(q_grid):]
+      tables = [self.param(f'rel_pos_{axis}', layers.trunc_normal_init, (length, head_dim),
+                           cfg.param_dtype) for axis, length in zip(axes, spec.rel_pos_lens)]
+      rel_terms = rel_pos.rel_pos_terms(q[:, num_prefix:], q_grid, k_grid, tables,
+                                        interpolate=cfg.rel_pos_interpolate)
     out = ops.attention(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix,
                         impl=cfg.attention_impl)
 
     # Residual pooling. NOTE: the official model skips the cls row (see cls_residual_q).
-    if num_prefix and not cfg.cls_residual_q:
-      out = out + q.at[:, :num_prefix].set(0)
-    else:
-      out = out + q
+    if cfg.residual_pooling:
+      out = out + (q.at[:, :num_prefix].set(0) if num_prefix and not cfg.cls_residual_q else q)
     out = out.reshape(batch, -1, dim)  # Head-major channels, as the original merges them.
     return layers.Dense(dim, cfg.dtype, cfg.param_dtype, name='proj')(out)
 
@@ -116,7 +123,7 @@ class MultiScaleBlock(nn.Module):
     attn = MultiScaleAttention(cfg, spec, name='attn')(x_norm, self.grid)
     # NOTE: the skip reads the *normalised* input when it is projected, the raw one otherwise.
     skip = proj()(x_norm) if widens and cfg.dim_mul_in_att else x
-    if spec.q_stride > 1:
+    if max(spec.q_stride) > 1:
       skip = self._max_pool_tokens(skip)
     x = skip + drop_path(attn)
 
@@ -128,12 +135,13 @@ class MultiScaleBlock(nn.Module):
     return x + drop_path(mlp)
 
   def _max_pool_tokens(self, x: Array) -> Array:
-    """Max-pools the spatial tokens (kernel stride+1, -inf padding); the cls token bypasses."""
+    """Max-pools the spatial tokens (kernel stride+1 on strided axes, -inf padding); the cls
+    token bypasses."""
     num_prefix = 1 if self.cfg.cls_token else 0
-    stride = self.spec.q_stride
+    strides = self.spec.q_stride
     spatial = x[:, num_prefix:].reshape(x.shape[0], *self.grid, x.shape[-1])
-    pooled = ops.pool(spatial, 'max', kernel=(stride + 1,) * 2, strides=(stride,) * 2,
-                      impl=self.cfg.pool_impl)
+    kernel = tuple(s + 1 if s > 1 else 1 for s in strides)
+    pooled = ops.pool(spatial, 'max', kernel=kernel, strides=strides, impl=self.cfg.pool_impl)
     pooled = pooled.reshape(x.shape[0], -1, x.shape[-1])
     return jnp.concatenate([x[:, :num_prefix], pooled], axis=1)
 
@@ -159,31 +167,42 @@ def _block_modules(cfg: MViTv2Config):
 
 
 class MViTv2(nn.Module):
-  """MViTv2 classifier.
+  """MViT classifier for images or videos (MViTv2, and MViTv1 by configuration).
 
-  `__call__(images, train=False)` maps normalised NHWC images [B, H, W, 3] to float32
-  logits [B, num_classes]. With `features_only=True` it returns the four stage outputs
-  as NHWC maps (strides 4, 8, 16, 32; class token dropped) for dense-prediction heads.
+  `__call__(inputs, train=False)` maps normalised channels-last inputs, images
+  [B, H, W, 3] or videos [B, T, H, W, 3] (`cfg.num_frames`), to float32 logits
+  [B, num_classes]. With `features_only=True` it returns the four stage outputs as
+  channels-last maps ([B, H', W', C] or [B, T', H', W', C]; class token dropped).
   """
   cfg: MViTv2Config
 
   @nn.compact
-  def __call__(self, images: Array, train: bool = False, features_only: bool = False):
+  def __call__(self, inputs: Array, train: bool = False, features_only: bool = False):
     cfg = self.cfg
     specs = block_specs(cfg)
-    pad = cfg.patch_padding
-    x = nn.Conv(cfg.embed_dim, (cfg.patch_kernel,) * 2, strides=(cfg.patch_stride,) * 2,
-                padding=((pad, pad), (pad, pad)), dtype=cfg.dtype,
+    kernel = cfg.per_axis(cfg.patch_kernel)
+    if inputs.ndim != len(kernel) + 2:
+      raise ValueError(f'Expected {"videos [B, T, H, W, 3]" if cfg.num_frames else "images [B, H, W, 3]"}'
+                       f', got shape {inputs.shape}.')
+    x = nn.Conv(cfg.embed_dim, kernel, strides=cfg.per_axis(cfg.patch_stride),
+                padding=tuple((p, p) for p in cfg.per_axis(cfg.patch_padding)), dtype=cfg.dtype,
                 param_dtype=cfg.param_dtype, kernel_init=layers.torch_conv_init,
-                bias_init=layers.torch_conv_bias_init(3 * cfg.patch_kernel**2),
-                name='patch_embed')(images.astype(cfg.dtype))
-    batch, grid = x.shape[0], tuple(x.shape[1:3])
+                bias_init=layers.torch_conv_bias_init(3 * math.prod(kernel)),
+                name='patch_embed')(inputs.astype(cfg.dtype))
+    batch, grid = x.shape[0], tuple(x.shape[1:-1])
+    if (cfg.num_frames or cfg.abs_pos) and grid != cfg.patch_grid:
+      # NOTE: as the original, these models run at their build size only.
+      raise ValueError(f'This model is built for inputs of {cfg.input_size} (token grid '
+                       f'{cfg.patch_grid}); got {inputs.shape[1:-1]}. Build it for that size '
+                       '(converted position tables are resized at load time).')
     x = x.reshape(batch, -1, cfg.embed_dim)
     num_prefix = 1 if cfg.cls_token else 0
     if cfg.cls_token:
       cls = self.param('cls_token', layers.trunc_normal_init, (1, 1, cfg.embed_dim),
                        cfg.param_dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, cfg.embed_dim)), x], 1)
+    if cfg.abs_pos:
+      x = x + self._position_embedding(grid).astype(x.dtype)
 
     block, scanned_run = _block_modules(cfg)
     stage_ends = set((np.cumsum(cfg.depths) - 1).tolist())
@@ -208,3 +227,22 @@ class MViTv2(nn.Module):
     logits = nn.Dense(cfg.num_classes, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                       kernel_init=layers.trunc_normal_init, name='head')(x)
     return logits.astype(jnp.float32)
+
+  def _position_embedding(self, grid: tuple[int, ...]) -> Array:
+    """MViTv1's absolute position embedding [1, N, C] (class token first)."""
+    cfg, dim = self.cfg, self.cfg.embed_dim
+    num_prefix = 1 if cfg.cls_token else 0
+    param = lambda name, length: self.param(name, layers.trunc_normal_init, (1, length, dim),
+                                            cfg.param_dtype)
+    if cfg.abs_pos == 'joint':
+      return param('pos_embed', num_prefix + math.prod(grid))
+    if cfg.abs_pos != 'separable' or len(grid) != 3:
+      raise ValueError(f"Unknown abs_pos {cfg.abs_pos!r} for this model; expected '', 'joint' "
+                       "or 'separable' (videos).")
+    frames, area = grid[0], grid[1] * grid[2]
+    # Token (t, y, x) gets spatial[y, x] + temporal[t].
+    pos = (jnp.tile(param('pos_embed_spatial', area), (1, frames, 1))
+           + jnp.repeat(param('pos_embed_temporal', frames), area, axis=1))
+    if num_prefix:
+      pos = jnp.concatenate([param('pos_embed_class', 1), pos], 1)
+    return pos

@@ -36,11 +36,13 @@ def table_length(q_size: int, k_size: int) -> int:
   return 2 * max(q_size, k_size) - 1
 
 
-def resize_table(table: np.ndarray, length: int) -> np.ndarray:
-  """Resizes a rel-pos table [R, d] to [length, d] by 1-D linear interpolation along R.
+def resize_table(table, length: int):
+  """Resizes a rel-pos table [R, d] to [length, d] by 1-D linear interpolation along R
+  (any array along its first axis).
 
-  Matches PyTorch `F.interpolate(mode='linear', align_corners=False)`, which timm
-  uses to carry tables learned at one input size to another.
+  Matches PyTorch `F.interpolate(mode='linear', align_corners=False)`, which timm and
+  PySlowFast use to carry tables learned at one size to another. Works on NumPy arrays
+  (conversion) and on traced ones (PySlowFast resizes when the model runs).
   """
   old = table.shape[0]
   if old == length:
@@ -50,32 +52,40 @@ def resize_table(table: np.ndarray, length: int) -> np.ndarray:
   pos = np.clip(pos, 0.0, old - 1)
   lo = np.floor(pos).astype(np.int64)
   hi = np.minimum(lo + 1, old - 1)
-  frac = (pos - lo)[:, None]
-  resized = table[lo].astype(np.float64) * (1.0 - frac) + table[hi].astype(np.float64) * frac
-  return resized.astype(table.dtype)
+  frac = (pos - lo).reshape(-1, *(1,) * (table.ndim - 1))
+  if isinstance(table, np.ndarray):
+    resized = table[lo].astype(np.float64) * (1.0 - frac) + table[hi].astype(np.float64) * frac
+    return resized.astype(table.dtype)
+  frac = frac.astype(np.float32)
+  return table[lo] * (1.0 - frac) + table[hi] * frac
 
 
 def rel_pos_terms(q: jax.Array, q_grid: tuple[int, ...], k_grid: tuple[int, ...],
-                  tables: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-  """The decomposed relative-position term of the attention logits, per spatial axis.
+                  tables: tuple[jax.Array, ...], interpolate: bool = False
+                  ) -> tuple[jax.Array, ...]:
+  """The decomposed relative-position term of the attention logits, per axis.
 
   Args:
     q: pooled, normalised, unscaled spatial queries [B, prod(q_grid), heads, d].
-    q_grid: the query grid, e.g. (qh, qw).
+    q_grid: the query grid, e.g. (qh, qw) or (qt, qh, qw).
     k_grid: the key grid.
     tables: one [R_a, d] table per axis, shared by all heads.
+    interpolate: resize a table whose length is not the 2 * max(q_a, k_a) - 1 the grids
+      need (PySlowFast); otherwise a grid needing more than the table is an error.
 
   Returns:
     Per axis a, float32 [B, heads, *q_grid, k_grid[a]]: q · table[index_a(q_a, k_a)].
   """
   batch, _, heads, dim = q.shape
   q = q.reshape(batch, *q_grid, heads, dim)
-  axes = 'tyx'[-len(q_grid):]  # Spatial axes of q; 'k' is the key axis, 'c' the channel.
+  axes = 'tyx'[-len(q_grid):]  # Grid axes of q; 'k' is the key axis, 'c' the channel.
   terms = []
   for axis, (q_size, k_size, table, name) in enumerate(
       zip(q_grid, k_grid, tables, ('time', 'height', 'width')[-len(q_grid):])):
     index = rel_pos_index(q_size, k_size)
-    if index.max() >= table.shape[0]:
+    if interpolate:
+      table = resize_table(table, table_length(q_size, k_size))
+    elif index.max() >= table.shape[0]:
       raise ValueError(
           f'Input too large for this model along {name}: the rel-pos table has '
           f'{table.shape[0]} entries, the grid needs {index.max() + 1}. Build the model with '

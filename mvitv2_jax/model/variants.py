@@ -1,4 +1,4 @@
-"""The registry of named MViTv2 variants and `create_model`."""
+"""The registry of named MViT variants (image MViTv2, video MViTv2, MViTv1) and `create_model`."""
 
 import dataclasses
 
@@ -19,6 +19,25 @@ _VARIANTS = {
     'mvitv2_demo': dict(embed_dim=32, depths=(1, 1, 2, 1), image_size=64, num_classes=10),
 }
 
+# The PySlowFast MViT family (Kinetics-400 heads by default): a spatiotemporal stem and
+# pooling over (T, H, W), class token, tables resized as the original does when applied.
+_VIDEO = dict(num_frames=16, patch_kernel=(3, 7, 7), patch_stride=(2, 4, 4),
+              patch_padding=(1, 3, 3), pool_kernel=(3, 3, 3), kv_stride=(1, 8, 8),
+              q_stride=(1, 2, 2), cls_token=True, rel_pos_interpolate=True, num_classes=400,
+              head_dropout_rate=0.5)
+# MViTv1: absolute position embeddings, no rel-pos, no residual pooling, q pooled only at
+# stage entries, the MLP widening at the end of each stage.
+_MVITV1 = dict(rel_pos=False, residual_pooling=False, dim_mul_in_att=False,
+               pool_q_every_block=False, cls_token=True, rel_pos_interpolate=True)
+_VARIANTS.update({
+    'mvitv2_s_16x4': dict(_VIDEO, depths=(1, 2, 11, 2)),
+    'mvitv2_b_32x3': dict(_VIDEO, depths=(2, 3, 16, 3), num_frames=32),
+    'mvitv2_l_40x3': dict(_VIDEO, embed_dim=144, num_heads=2, depths=(2, 6, 36, 4),
+                          num_frames=40, image_size=312),
+    'mvit_b_16x4': dict(_VIDEO, **_MVITV1, depths=(1, 2, 11, 2), abs_pos='separable'),
+    'mvit_b_16': dict(_MVITV1, depths=(1, 2, 11, 2), abs_pos='joint'),
+})
+
 
 def model_names() -> list[str]:
   return sorted(_VARIANTS)
@@ -36,8 +55,10 @@ def variant_config(name: str, **overrides) -> MViTv2Config:
   for key in ('dtype', 'param_dtype'):
     if isinstance(values.get(key), str):
       values[key] = jnp.dtype(values[key])
-  if 'depths' in values:
-    values['depths'] = tuple(values['depths'])
+  for key in ('depths', 'patch_kernel', 'patch_stride', 'patch_padding', 'pool_kernel',
+              'kv_stride', 'q_stride'):
+    if isinstance(values.get(key), list):  # E.g. from a JSON config.
+      values[key] = tuple(values[key])
   return MViTv2Config(**values)
 
 

@@ -27,8 +27,11 @@ def rel_pos_bias(rel_terms: tuple[Array, ...], k_grid: tuple[int, ...],
     num_prefix: class tokens in front of the spatial ones.
 
   Returns:
-    float32 [B, heads, num_prefix + prod(q_grid), num_prefix + prod(k_grid)].
+    float32 [B, heads, num_prefix + prod(q_grid), num_prefix + prod(k_grid)], or None
+    without terms (a model without relative positions).
   """
+  if not rel_terms:
+    return None
   batch_heads = rel_terms[0].shape[:2]
   q_grid = rel_terms[0].shape[2:-1]
   broadcast = [term.reshape(term.shape[:-1] + tuple(n if a == axis else 1
@@ -59,7 +62,8 @@ def einsum_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...],
 def dot_product_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], *,
                           k_grid: tuple[int, ...], num_prefix: int) -> Array:
   """`jax.nn.dot_product_attention` with the term as its bias, in the compute dtype."""
-  bias = rel_pos_bias(rel_terms, k_grid, num_prefix).astype(q.dtype)
+  bias = rel_pos_bias(rel_terms, k_grid, num_prefix)
+  bias = None if bias is None else bias.astype(q.dtype)
   return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=q.shape[-1]**-0.5)
 
 
@@ -99,15 +103,19 @@ def augment(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], *,
     (q', k', v') [B, N, heads, D] in q's dtype, D = round_up(d + sum(k_grid), multiple).
   """
   batch, num_q, heads, dim = q.shape
+  if not rel_terms:
+    k_grid = ()  # No term: no extra columns.
   width = _round_up(dim + sum(k_grid), multiple)
-  # [B, heads, *q_grid, k_a] -> [B, Nq, heads, k_a], zero rows for the class tokens.
-  terms = [jnp.moveaxis(t.reshape(batch, heads, -1, t.shape[-1]), 1, 2) for t in rel_terms]
-  terms = jnp.pad(jnp.concatenate(terms, -1), ((0, 0), (num_prefix, 0), (0, 0), (0, 0)))
   scale = jnp.asarray(dim**-0.5, q.dtype)
   pad = width - dim - sum(k_grid)
-  q_aug = jnp.concatenate([q * scale, terms.astype(q.dtype)], -1)
-  one_hots = jnp.asarray(key_one_hots(k_grid, num_prefix), k.dtype)[None, :, None]
-  k_aug = jnp.concatenate([k, jnp.broadcast_to(one_hots, (*k.shape[:3], sum(k_grid)))], -1)
+  q_aug, k_aug = q * scale, k
+  if rel_terms:
+    # [B, heads, *q_grid, k_a] -> [B, Nq, heads, k_a], zero rows for the class tokens.
+    terms = [jnp.moveaxis(t.reshape(batch, heads, -1, t.shape[-1]), 1, 2) for t in rel_terms]
+    terms = jnp.pad(jnp.concatenate(terms, -1), ((0, 0), (num_prefix, 0), (0, 0), (0, 0)))
+    q_aug = jnp.concatenate([q_aug, terms.astype(q.dtype)], -1)
+    one_hots = jnp.asarray(key_one_hots(k_grid, num_prefix), k.dtype)[None, :, None]
+    k_aug = jnp.concatenate([k, jnp.broadcast_to(one_hots, (*k.shape[:3], sum(k_grid)))], -1)
   pad_dims = lambda x, n: jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, n)))
   return pad_dims(q_aug, pad), pad_dims(k_aug, pad), pad_dims(v, width - v.shape[-1])
 

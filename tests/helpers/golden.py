@@ -12,6 +12,7 @@ import zlib
 import numpy as np
 
 DIR = pathlib.Path(__file__).resolve().parent.parent / 'golden'
+VIDEO_DIR = DIR / 'video'  # PySlowFast's MViT (MViTv2 video, MViTv1 video and image).
 
 # The small architectures of the golden `tiny` files, as `create_model('mvitv2_t', **...)`.
 TINY = dict(embed_dim=8, depths=(1, 1, 2, 1), image_size=64, num_classes=10)
@@ -20,8 +21,23 @@ TINY_CLS = dict(embed_dim=8, num_heads=2, depths=(2, 2, 2, 1), dim_mul_in_att=Fa
 
 
 def load(name: str):
-  """The arrays of tests/golden/golden_<name>.npz (inputs, logits)."""
-  return np.load(DIR / f'golden_{name}.npz')
+  """The arrays of tests/golden/golden_<name>.npz (inputs, logits), or of video/<name>."""
+  path = DIR / f'golden_{name}.npz'
+  return np.load(path if path.exists() else VIDEO_DIR / f'golden_{name}.npz')
+
+
+def video_input(name: str) -> np.ndarray:
+  """The golden input of a PySlowFast variant, rebuilt from the seed recipe and checked."""
+  config = json.loads((VIDEO_DIR / f'config_{name}.json').read_text())
+  batch, frames, size = config['input_shape'][0], config['NUM_FRAMES'], config['CROP_SIZE']
+  x = np.random.default_rng([1526, frames, size]).standard_normal(
+      (batch, frames, size, size, 3)).astype(np.float32)
+  outputs = load(name)
+  if len(config['input_shape']) == 4:  # An image model: frame 0.
+    x = x[:, 0]
+  np.testing.assert_allclose(x.sum(dtype=np.float64), outputs['input_sum'], rtol=1e-9)
+  np.testing.assert_array_equal(x.reshape(-1)[:16], outputs['input_first'])
+  return x
 
 
 def recipe(key, shape):
@@ -36,9 +52,9 @@ def recipe(key, shape):
   """
   rng = np.random.default_rng([2112, zlib.crc32(key.encode("utf-8"))])
   z = rng.standard_normal(tuple(shape))
-  if key.endswith(("rel_pos_h", "rel_pos_w")):
+  if key.endswith(("rel_pos_h", "rel_pos_w", "rel_pos_t")):
     w = 0.05 * z
-  elif key == "cls_token":
+  elif key == "cls_token" or key.startswith("pos_embed"):
     w = 0.5 * z
   elif key.endswith(".bias"):
     w = 0.05 * z
@@ -61,7 +77,10 @@ def recipe_state_dict(keys_json_path):
     dict of key -> float32 array, in the file's order.
   """
   if isinstance(keys_json_path, str) and '/' not in keys_json_path:
-    keys_json_path = DIR / f'keys_{keys_json_path}.json'
+    name = keys_json_path
+    keys_json_path = DIR / f'keys_{name}.json'
+    if not keys_json_path.exists():
+      keys_json_path = VIDEO_DIR / f'keys_{name}.json'
   with open(keys_json_path) as f:
     entries = json.load(f)
   return {key: recipe(key, shape) for key, shape in entries}

@@ -52,9 +52,10 @@ def test_block_plan_matches_original(variant, name, overrides):
   for spec, block in zip(specs, want):
     assert (spec.dim_in, spec.dim_out, spec.att_dim, spec.num_heads) == (
         block['dim_in'], block['dim_out'], block['att_dim'], block['heads']), block['index']
-    assert spec.q_stride == block['q_stride'][0] and spec.kv_stride == block['kv_stride'][0]
-    assert spec.rel_pos_len == block['rel_pos_len']
-    assert (spec.q_stride > 1) == block['skip_maxpool']
+    assert spec.q_stride == tuple(block['q_stride'])
+    assert spec.kv_stride == tuple(block['kv_stride'])
+    assert spec.rel_pos_lens == (block['rel_pos_len'],) * 2
+    assert (max(spec.q_stride) > 1) == block['skip_maxpool']
 
 
 def test_unknown_model_lists_known_names():
