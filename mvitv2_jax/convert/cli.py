@@ -19,8 +19,8 @@ from mvitv2_jax.convert import torch_reader
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='mvitv2-convert',
-      description='Convert an MViTv2 PyTorch checkpoint (official .pyth, timm .pth/.safetensors) '
-                  'to a Flax params checkpoint (orbax).')
+      description='Convert an MViT PyTorch checkpoint (official and PySlowFast .pyth, timm '
+                  '.pth/.safetensors) to a Flax params checkpoint (orbax).')
   parser.add_argument('src', help='PyTorch checkpoint file')
   parser.add_argument('dst', help='output directory (must not exist)')
   parser.add_argument('--model', required=True, help=f'one of: {", ".join(mvit.model_names())}')
@@ -29,6 +29,9 @@ def main(argv=None) -> int:
                       help='build size of the target model; rel-pos tables are resized to it')
   parser.add_argument('--drop-head', action='store_true',
                       help='initialise a fresh head (for a different number of classes)')
+  parser.add_argument('--inflate', action='store_true',
+                      help='an image checkpoint initialising a video model (2-D kernels as the '
+                           'centre frame, temporal rel-pos zero)')
   parser.add_argument('--cls-residual-q', action='store_true',
                       help='cls variants: residual pooling also adds q to the cls token (timm)')
   args = parser.parse_args(argv)
@@ -41,7 +44,8 @@ def main(argv=None) -> int:
   print(f'Reading {args.src} and mapping it onto {args.model} ...', flush=True)
   try:
     params = loader.load_params(args.src, args.model, num_classes=args.num_classes,
-                                image_size=args.image_size, drop_head=args.drop_head, **overrides)
+                                image_size=args.image_size, drop_head=args.drop_head,
+                                inflate=args.inflate, **overrides)
   except (loader.ConversionError, torch_reader.CheckpointFormatError, FileNotFoundError,
           ValueError) as e:
     print(f'error: {e}', file=sys.stderr)

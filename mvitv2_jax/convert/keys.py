@@ -1,4 +1,4 @@
-"""Names and layouts: PyTorch MViTv2 state dicts (official and timm) <-> Flax params.
+"""Names and layouts: PyTorch MViT state dicts (official, PySlowFast, timm) <-> Flax params.
 
 Official keys look like `blocks.3.attn.qkv.weight`; timm's like
 `stages.1.blocks.2.attn.qkv.weight`. Flax paths mirror the official names:
@@ -71,12 +71,23 @@ def flax_to_official_key(path: tuple[str, ...]) -> str:
   return f'{module}.{leaf}' if module else leaf
 
 
-def to_flax_layout(key: str, value: np.ndarray) -> np.ndarray:
-  """PyTorch tensor layout -> Flax layout (conv OIHW -> HWIO, Linear (out, in) -> (in, out))."""
+def to_flax_layout(key: str, value: np.ndarray, ndim: int | None = None) -> np.ndarray:
+  """PyTorch tensor layout -> Flax layout.
+
+  Conv OI[D]HW -> [D]HWIO, Linear (out, in) -> (in, out).
+
+  Args:
+    key: the official key.
+    value: the tensor.
+    ndim: the rank the model expects, if known: a (O, I, 1, kh, kw) Conv3d weight
+      becomes a 2-D kernel for a 4-D target (as the original's image loader squeezes it).
+  """
   if not key.endswith('.weight'):
     return value
-  if value.ndim == 5 and value.shape[2] == 1:  # (O, I, 1, kh, kw) video-style conv weights.
+  if value.ndim == 5 and value.shape[2] == 1 and ndim in (None, 4):
     value = value[:, :, 0]
+  if value.ndim == 5:
+    return np.transpose(value, (2, 3, 4, 1, 0))
   if value.ndim == 4:
     return np.transpose(value, (2, 3, 1, 0))
   if value.ndim == 2:
@@ -88,6 +99,8 @@ def to_torch_layout(key: str, value: np.ndarray) -> np.ndarray:
   """Inverse of `to_flax_layout` (for exporting)."""
   if not key.endswith('.weight'):
     return value
+  if value.ndim == 5:
+    return np.transpose(value, (4, 3, 0, 1, 2))
   if value.ndim == 4:
     return np.transpose(value, (3, 2, 0, 1))
   if value.ndim == 2:

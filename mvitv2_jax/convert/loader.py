@@ -7,6 +7,7 @@ layout, plus Flax params checkpoints written by the convert CLI. Files are read 
 """
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -35,9 +36,8 @@ def expected_shapes(model: mvit.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]
   Computed without allocating params.
   """
   model = mvit.MViTv2(dataclasses.replace(model.cfg, scan_blocks=False))
-  size = model.cfg.image_size
-  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  inputs = jax.ShapeDtypeStruct((1, *model.cfg.input_size, 3), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), inputs)['params']
   return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(shapes).items()}
 
 
@@ -47,8 +47,37 @@ def _listing(title: str, items: list[str]) -> str:
   return f'\n  {title} ({len(items)}): {", ".join(shown)}{more}'
 
 
-def _is_rel_pos(path: tuple[str, ...]) -> bool:
-  return path[-1] in ('rel_pos_h', 'rel_pos_w')
+_REL_POS = ('rel_pos_t', 'rel_pos_h', 'rel_pos_w')
+_POS_EMBED = ('pos_embed', 'pos_embed_spatial', 'pos_embed_temporal')
+# Tensors whose size follows the build size or frame count, resized on load.
+_SIZED = _REL_POS + _POS_EMBED
+
+
+def _resize_pos_embed(name: str, value: np.ndarray, want: tuple[int, ...],
+                      cfg: mvit.MViTv2Config) -> np.ndarray | None:
+  """A position embedding [1, N, C] resized to `want` over its grid, or None if it cannot be.
+
+  Linear interpolation per axis (PyTorch's trilinear/bilinear, align_corners=False); the
+  class token's entry of a joint table is kept as it is.
+  """
+  if value.ndim != 3 or value.shape[0] != 1 or value.shape[2] != want[2]:
+    return None
+  grid = cfg.patch_grid
+  if name == 'pos_embed_temporal':
+    return rel_pos.resize_table(value[0], want[1])[None]
+  prefix = 1 if name == 'pos_embed' and cfg.cls_token else 0
+  new = grid[1:] if name == 'pos_embed_spatial' else grid
+  tokens = value[0, prefix:]
+  # The old grid: the new one with a square spatial part of the checkpoint's size.
+  frames = new[0] if len(new) == 3 else 1
+  side = math.isqrt(tokens.shape[0] // frames)
+  old = ((frames,) if len(new) == 3 else ()) + (side, side)
+  if math.prod(old) != tokens.shape[0]:
+    return None
+  tokens = tokens.reshape(*old, -1)
+  for axis, length in enumerate(new):
+    tokens = np.moveaxis(rel_pos.resize_table(np.moveaxis(tokens, axis, 0), length), 0, axis)
+  return np.concatenate([value[0, :prefix], tokens.reshape(-1, tokens.shape[-1])])[None]
 
 
 def guess_variant(state_dict: dict[str, np.ndarray]) -> str | None:
@@ -65,18 +94,20 @@ def guess_variant(state_dict: dict[str, np.ndarray]) -> str | None:
       shapes = {keys.flax_to_official_key(p): s for p, s in expected_shapes(model).items()}
       if set(shapes) != set(state_dict):
         continue
-      if all(shapes[k] == keys.to_flax_layout(k, v).shape for k, v in state_dict.items()
-             if not k.startswith('head.') and not k.endswith(('rel_pos_h', 'rel_pos_w'))):
+      if all(shapes[k] == keys.to_flax_layout(k, v, len(shapes[k])).shape
+             for k, v in state_dict.items()
+             if not k.startswith('head.') and not k.endswith(_SIZED)):
         return name if dim_mul_in_att is None else f'{name} with dim_mul_in_att={dim_mul_in_att}'
   return None
 
 
 def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
                        drop_head: bool = False, seed: int = 0) -> dict[str, Any]:
-  """Maps a PyTorch MViTv2 state dict onto the params of `model`, strictly.
+  """Maps a PyTorch MViT state dict onto the params of `model`, strictly.
 
-  Every source tensor must be used once and every Flax param filled. Rel-pos
-  tables of another build size are resized by 1-D linear interpolation.
+  Every source tensor must be used once and every Flax param filled. Rel-pos tables and
+  position embeddings of another build size or frame count are resized by linear
+  interpolation.
 
   Args:
     state_dict: official or timm keys -> arrays in PyTorch layout.
@@ -98,15 +129,21 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
   params, seen, unexpected, mismatched, head_mismatch = {}, set(), [], [], []
   for key, value in state_dict.items():
     path = keys.official_to_flax_path(key)
-    value = keys.to_flax_layout(key, np.asarray(value))
     want = expected.get(path)
+    value = keys.to_flax_layout(key, np.asarray(value), want and len(want))
     seen.add(path)
+    resized = None
+    if want is not None and value.shape != want:
+      if path[-1] in _REL_POS and value.ndim == 2 and value.shape[1:] == want[1:]:
+        resized = rel_pos.resize_table(value.astype(np.float32), want[0])
+      elif path[-1] in _POS_EMBED:
+        resized = _resize_pos_embed(path[-1], value.astype(np.float32), want, cfg)
     if want is None:
       unexpected.append(key)
     elif path in _HEAD and drop_head:
       continue
-    elif _is_rel_pos(path) and value.ndim == 2 and value.shape[1:] == want[1:]:
-      params[path] = rel_pos.resize_table(value.astype(np.float32), want[0])
+    elif resized is not None:
+      params[path] = resized
     elif value.shape != want:
       (head_mismatch if path in _HEAD else mismatched).append(
           f'{key} {tuple(value.shape)} vs {want}')
@@ -131,7 +168,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
     if missing or unexpected or mismatched:
       guess = guess_variant(state_dict)
       message += (f'\n  The checkpoint looks like {guess}.' if guess else
-                  '\n  It matches no known variant: is it an MViTv2 image checkpoint?')
+                  '\n  It matches no known variant: is it an MViT checkpoint?')
     raise ConversionError(message)
   params = traverse_util.unflatten_dict(
       {path: np.asarray(value, np.float32) for path, value in params.items()})
@@ -139,15 +176,58 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
 
 
 def _describe(cfg: mvit.MViTv2Config) -> str:
-  return (f'MViTv2 (embed_dim={cfg.embed_dim}, depths={tuple(cfg.depths)}, '
+  frames = f', num_frames={cfg.num_frames}' if cfg.num_frames else ''
+  return (f'MViT (embed_dim={cfg.embed_dim}, depths={tuple(cfg.depths)}, '
           f'num_heads={cfg.num_heads}, dim_mul_in_att={cfg.dim_mul_in_att}, '
           f'cls_token={cfg.cls_token}, num_classes={cfg.num_classes}, '
-          f'image_size={cfg.image_size})')
+          f'image_size={cfg.image_size}{frames})')
 
 
 def _fresh_head(expected, seed: int) -> dict:
   kernel = mvit.trunc_normal_init(jax.random.key(seed), expected[_HEAD[0]], jnp.float32)
   return {_HEAD[0]: np.asarray(kernel), _HEAD[1]: np.zeros(expected[_HEAD[1]], np.float32)}
+
+
+def inflate_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
+                       seed: int = 0) -> dict[str, np.ndarray]:
+  """An image MViT state dict as one for the video `model`, as the paper initialises video
+  models from image ones.
+
+  2-D kernels (patch stem, pooling) become the centre frame of the 3-D kernels, the other
+  frames zero; spatial rel-pos tables are kept (resized later if their length differs);
+  temporal ones start at zero; a class token the image model lacks starts fresh. With the
+  image model's strides and identical frames, the video model computes the image model.
+
+  Args:
+    state_dict: an image checkpoint (official or timm keys, PyTorch layout).
+    model: the video model.
+    seed: RNG seed of a fresh class token.
+
+  Returns:
+    The state dict in official keys and PyTorch layout, for `convert_state_dict`.
+  """
+  cfg = model.cfg
+  if not cfg.num_frames:
+    raise ConversionError(f'Inflation makes video models; {_describe(cfg)} takes images.')
+  if keys.is_timm_layout(state_dict):
+    state_dict = keys.timm_to_official(state_dict, cfg.depths)
+  expected = {keys.flax_to_official_key(p): s for p, s in expected_shapes(model).items()}
+  out = {}
+  for key, value in state_dict.items():
+    want = expected.get(key)
+    if want is not None and key.endswith('.weight') and value.ndim == 4 and len(want) == 5:
+      frames = want[0]  # Flax layout: [kt, kh, kw, I, O].
+      inflated = np.zeros((*value.shape[:2], frames, *value.shape[2:]), value.dtype)
+      inflated[:, :, frames // 2] = value
+      value = inflated
+    out[key] = value
+  for key, shape in expected.items():
+    if key.endswith('rel_pos_t') and key not in out:
+      out[key] = np.zeros(shape, np.float32)
+  if 'cls_token' in expected and 'cls_token' not in out:
+    out['cls_token'] = np.asarray(mvit.trunc_normal_init(
+        jax.random.key(seed), expected['cls_token'], jnp.float32))
+  return out
 
 
 def params_to_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -171,8 +251,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def load_params(path: str, model_name: str, *, num_classes: int | None = None,
-                image_size: int | None = None, drop_head: bool = False, seed: int = 0,
-                **overrides) -> dict[str, Any]:
+                image_size: int | None = None, drop_head: bool = False, inflate: bool = False,
+                seed: int = 0, **overrides) -> dict[str, Any]:
   """Loads a checkpoint as Flax params for `models.create_model(model_name, ...)`.
 
   Args:
@@ -183,6 +263,8 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
     image_size: build size of the target model (rel-pos tables are resized to it).
     drop_head: initialise the head fresh instead of loading it (required when
       num_classes differs from the checkpoint's).
+    inflate: the checkpoint is an image model's, to initialise the video model
+      `model_name` (see `inflate_state_dict`).
     seed: RNG seed for a fresh head.
     **overrides: other `MViTv2Config` fields (e.g. `cls_residual_q`).
 
@@ -192,4 +274,7 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
   if image_size is not None:
     overrides['image_size'] = image_size
   model = mvit.create_model(model_name, num_classes=num_classes, **overrides)
-  return convert_state_dict(read_state_dict(path), model, drop_head=drop_head, seed=seed)
+  state_dict = read_state_dict(path)
+  if inflate:
+    state_dict = inflate_state_dict(state_dict, model, seed=seed)
+  return convert_state_dict(state_dict, model, drop_head=drop_head, seed=seed)
