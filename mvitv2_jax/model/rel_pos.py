@@ -23,11 +23,11 @@ def rel_pos_index(q_size: int, k_size: int) -> np.ndarray:
   Returns:
     int32 array [q_size, k_size].
   """
-  q_ratio = np.float32(max(k_size / q_size, 1.0))
-  k_ratio = np.float32(max(q_size / k_size, 1.0))
-  dist = (np.arange(q_size, dtype=np.float32)[:, None] * q_ratio -
-          np.arange(k_size, dtype=np.float32)[None, :] * k_ratio)
-  dist = dist + np.float32((k_size - 1) * float(k_ratio))
+  q_ratio, k_ratio = max(k_size / q_size, 1.0), max(q_size / k_size, 1.0)  # Python floats.
+  dist = (np.arange(q_size, dtype=np.float32)[:, None] * np.float32(q_ratio) -
+          np.arange(k_size, dtype=np.float32)[None, :] * np.float32(k_ratio))
+  # The offset is a double product rounded once to float32, as PyTorch adds a Python scalar.
+  dist = dist + np.float32((k_size - 1) * k_ratio)
   return dist.astype(np.int32)
 
 

@@ -7,7 +7,10 @@ from mvitv2_jax.model import rel_pos
 
 def test_rel_pos_index_against_brute_force():
   for q, k in [(56, 14), (28, 28), (28, 14), (14, 28), (14, 14), (7, 14), (7, 7), (2, 3), (3, 2),
-               (12, 3), (5, 7)]:
+               (12, 3), (5, 7),
+               # MViTv2-L video at 312 px: grids of 78, 39, 20 and 10, non-integer ratios
+               # whose float32 offsets land just below an integer.
+               (78, 10), (39, 20), (20, 10), (8, 6), (11, 10)]:
     got = rel_pos.rel_pos_index(q, k)
     for i in range(q):
       for j in range(k):
