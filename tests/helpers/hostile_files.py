@@ -1,7 +1,7 @@
 """Hostile checkpoint and image files, written by the tests at run time (nothing committed).
 
-Every file is under 1 MB on disk; each one once crashed the reader, hung it, or made it
-allocate gigabytes. `CHECKPOINTS` and `IMAGES` map a case name to a writer
+Every file is at most about 1 MB on disk; each one once crashed the reader, hung it, or
+made it allocate gigabytes. `CHECKPOINTS` and `IMAGES` map a case name to a writer
 `fn(directory) -> path`. Pickles and zips are assembled by hand so that each file says
 exactly what it claims, including sizes that lie.
 """
