@@ -1,4 +1,6 @@
-"""predict: top-5 ImageNet classes for a JPEG, through a converted checkpoint."""
+"""predict: top-5 ImageNet classes for a JPEG, through a converted checkpoint; bad input."""
+
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,9 @@ from mvitv2_jax import predict
 from mvitv2_jax.data import imagenet
 from mvitv2_jax.model import variants
 from tests.helpers import golden
+from tests.helpers import hostile_files
+from tests.helpers import limited
+from tests.helpers import training
 
 DATA = golden.DIR
 TINY = dict(golden.TINY, num_classes=1000)
@@ -53,3 +58,66 @@ def test_predict_prints_top5_for_a_jpeg(tmp_path, capsys):
   probs = [float(line.split('%')[0]) for line in lines[1:]]
   assert probs == sorted(probs, reverse=True) and all(0 <= p <= 100 for p in probs)
   assert all('(n' in line for line in lines[1:])
+
+
+@pytest.mark.parametrize('value,expected', [(1000, 4), (32896, 128), (65535, 255)])
+def test_sixteen_bit_png_is_scaled_to_eight_bits(tmp_path, value, expected):
+  path = tmp_path / 'gray16.png'
+  Image.fromarray(np.full((32, 32), value, np.uint16)).save(path)
+  image = predict.load_image(str(path), 32, 1.0)
+  np.testing.assert_allclose(image, np.broadcast_to((expected / 255 - MEAN) / STD, image.shape),
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--crop_pct', '0'], 'argument --crop_pct/--crop-pct: 0.0 is not in (0.0, 1.0]'),
+    (['--crop_pct', '1.5'], 'argument --crop_pct/--crop-pct: 1.5 is not in (0.0, 1.0]'),
+    (['--image_size', '0'], 'argument --image_size/--image-size: 0 is not in [1, inf]'),
+    (['--image_size', '100'],
+     'argument --image_size/--image-size: mvitv2_t needs a multiple of 32, not 100'),
+    (['--top_k', '-3'], 'argument --top_k/--top-k: -3 is not in [1, inf]'),
+    (['--top_k', '1001'], 'argument --top_k/--top-k: 1001 is more than the 1000 classes'),
+    (['--max_pixels', '0'], 'argument --max_pixels/--max-pixels: 0 is not in [1, 178956970]'),
+    (['--model', 'mvitv2_x'], "argument --model: invalid choice: 'mvitv2_x'"),
+])
+def test_bad_arguments_are_argparse_errors(capsys, flags, message):
+  with pytest.raises(SystemExit) as info:
+    predict.main(['--model', 'mvitv2_t', '--checkpoint', 'unused', *flags, 'unused.jpg'])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert message in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('name,pattern', [
+    ('missing.png', 'No such file or directory'),
+    ('notes.png', 'not a readable image'),
+])
+def test_unreadable_images_are_one_line_errors(tmp_path, name, pattern):
+  path = tmp_path / name
+  if name == 'notes.png':
+    path.write_text('not an image\n')
+  with pytest.raises(predict.ImageError, match=pattern):
+    predict.load_image(str(path), 224, 0.875)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('case,pattern', [
+    ('png_1x10000', 'resizing 1x10000 to a short side of 256 takes about 655,360,000 pixels, '
+                    'more than the limit of 22,369,621'),
+    ('png_1x100000', 'resizing 1x100000 to a short side of 256 takes about 6,553,600,000'),
+    ('png_20000x20000', 'more than 178,956,970 pixels, past the limit of 89,478,485'),
+    ('fifo', 'a FIFO (named pipe), not a regular file'),
+])
+def test_hostile_images_fail_from_the_header(tmp_path, case, pattern):
+  path = (hostile_files.IMAGES[case] if case in hostile_files.IMAGES else
+          hostile_files.fifo)(str(tmp_path))
+  result = limited.run(
+      [sys.executable, '-m', 'mvitv2_jax.predict', '--model', 'mvitv2_t', '--checkpoint',
+       str(DATA / 'tiny.pyth'), path], address_space_mb=4000, timeout=120,
+      env=training.subprocess_env())
+  assert result.returncode == 1 and not result.timed_out, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr and not result.stdout
+  assert result.error_lines == [f'error: {path}: {result.error_lines[0].split(": ", 2)[2]}']
+  assert pattern in result.error_lines[0], result.error_lines
+  # TensorFlow's import alone takes about 700 MB.
+  assert result.peak_rss_mb < 1000, result.peak_rss_mb

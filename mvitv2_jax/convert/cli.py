@@ -2,6 +2,8 @@
 
   mvitv2-convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
   python -m mvitv2_jax.convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
+
+Bad input exits 1 with one `error:` line on stderr and writes nothing.
 """
 
 import argparse
@@ -12,20 +14,33 @@ import time
 import jax
 
 from mvitv2_jax import model as mvit
+from mvitv2_jax.convert import limits
 from mvitv2_jax.convert import loader
-from mvitv2_jax.convert import torch_reader
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+  if value <= 0:
+    raise argparse.ArgumentTypeError(f'{value} is not positive')
+  return value
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='mvitv2-convert',
       description='Convert an MViT PyTorch checkpoint (official and PySlowFast .pyth, timm '
-                  '.pth/.safetensors) to a Flax params checkpoint (orbax).')
+                  '.pth/.safetensors) to a Flax params checkpoint (orbax).',
+      epilog=f'The reader allocates at most twice the tensor bytes a file declares plus 16 MiB, '
+             f'and never more than ${limits.MAX_BYTES_ENV} bytes (default 32 GiB).')
   parser.add_argument('src', help='PyTorch checkpoint file')
   parser.add_argument('dst', help='output directory (must not exist)')
-  parser.add_argument('--model', required=True, help=f'one of: {", ".join(mvit.model_names())}')
-  parser.add_argument('--num-classes', type=int, default=None)
-  parser.add_argument('--image-size', type=int, default=None,
+  parser.add_argument('--model', required=True, choices=mvit.model_names(), metavar='MODEL',
+                      help=f'one of: {", ".join(mvit.model_names())}')
+  parser.add_argument('--num-classes', type=_positive_int, default=None)
+  parser.add_argument('--image-size', type=_positive_int, default=None,
                       help='build size of the target model; rel-pos tables are resized to it')
   parser.add_argument('--drop-head', action='store_true',
                       help='initialise a fresh head (for a different number of classes)')
@@ -36,8 +51,13 @@ def main(argv=None) -> int:
                       help='cls variants: residual pooling also adds q to the cls token (timm)')
   args = parser.parse_args(argv)
   overrides = {'cls_residual_q': True} if args.cls_residual_q else {}
+  if args.image_size is not None:
+    multiple = loader.image_size_multiple(mvit.variant_config(args.model))
+    if args.image_size % multiple:
+      parser.error(f'argument --image-size: {args.model} needs a multiple of {multiple}, '
+                   f'not {args.image_size}')
   dst = os.path.abspath(args.dst)
-  if os.path.exists(dst):
+  if os.path.lexists(dst):
     print(f'error: {dst} already exists; choose a new output directory', file=sys.stderr)
     return 2
   start = time.time()
@@ -46,8 +66,7 @@ def main(argv=None) -> int:
     params = loader.load_params(args.src, args.model, num_classes=args.num_classes,
                                 image_size=args.image_size, drop_head=args.drop_head,
                                 inflate=args.inflate, **overrides)
-  except (loader.ConversionError, torch_reader.CheckpointFormatError, FileNotFoundError,
-          ValueError) as e:
+  except ValueError as e:  # ConversionError, CheckpointFormatError: one line naming the file.
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(f'Writing {dst} ...', flush=True)

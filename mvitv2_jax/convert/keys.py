@@ -29,7 +29,8 @@ def timm_to_official(state_dict: dict, depths) -> dict:
     if match:
       stage, block, rest = int(match[1]), int(match[2]), match[3]
       if stage >= len(depths):
-        raise ValueError(f'{key}: stage {stage} does not exist in a model with depths {tuple(depths)}')
+        raise ValueError(f'{key[:100]}: stage {stage} does not exist in a model with depths '
+                         f'{tuple(depths)}')
       key = f'blocks.{offsets[stage] + block}.{rest}'
     for old, new in _TIMM_RENAMES:
       key = key.replace(old, new)
@@ -48,9 +49,9 @@ def official_to_flax_path(key: str) -> tuple[str, ...]:
     return (*parts, 'bias')
   if leaf != 'weight':  # rel_pos_h, rel_pos_w, cls_token: plain parameters.
     return (*parts, leaf)
-  if parts[-1] in ('pool_q', 'pool_k', 'pool_v'):  # Depthwise kernels are plain params.
+  if parts and parts[-1] in ('pool_q', 'pool_k', 'pool_v'):  # Depthwise kernels are plain params.
     return tuple(parts)
-  if re.fullmatch(r'norm\w*', parts[-1]):
+  if parts and re.fullmatch(r'norm\w*', parts[-1]):
     return (*parts, 'scale')
   return (*parts, 'kernel')
 

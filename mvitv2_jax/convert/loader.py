@@ -18,16 +18,18 @@ from flax import traverse_util
 
 from mvitv2_jax import model as mvit
 from mvitv2_jax.convert import keys
+from mvitv2_jax.convert import limits
 from mvitv2_jax.convert import torch_reader
 from mvitv2_jax.model import rel_pos
 from mvitv2_jax.model import stacking
 
 _HEAD = (('head', 'kernel'), ('head', 'bias'))
 _MAX_LISTED = 12
+_MAX_NAME = 100
 
 
 class ConversionError(ValueError):
-  """A checkpoint that does not fit the requested model; the message says how."""
+  """A checkpoint that does not fit the requested model; the one-line message says how."""
 
 
 def expected_shapes(model: mvit.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]]:
@@ -41,10 +43,15 @@ def expected_shapes(model: mvit.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]
   return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(shapes).items()}
 
 
+def _name(key: str) -> str:
+  # Keys come from the file: long or unprintable ones are shown bounded, on one line.
+  return key if len(key) <= _MAX_NAME and key.isprintable() else limits.describe(key)
+
+
 def _listing(title: str, items: list[str]) -> str:
-  shown = items[:_MAX_LISTED]
+  shown = [_name(item) for item in items[:_MAX_LISTED]]
   more = f' ... and {len(items) - len(shown)} more' if len(items) > len(shown) else ''
-  return f'\n  {title} ({len(items)}): {", ".join(shown)}{more}'
+  return f'; {title} ({len(items)}): {", ".join(shown)}{more}'
 
 
 _REL_POS = ('rel_pos_t', 'rel_pos_h', 'rel_pos_w')
@@ -78,6 +85,21 @@ def _resize_pos_embed(name: str, value: np.ndarray, want: tuple[int, ...],
   for axis, length in enumerate(new):
     tokens = np.moveaxis(rel_pos.resize_table(np.moveaxis(tokens, axis, 0), length), 0, axis)
   return np.concatenate([value[0, :prefix], tokens.reshape(-1, tokens.shape[-1])])[None]
+
+
+def image_size_multiple(cfg: mvit.MViTv2Config) -> int:
+  """What build sizes must be a multiple of: the patch stride times the largest pooling.
+
+  Each stage entry divides the token grid by its q stride and the first kv pooling by
+  `kv_stride`; the image models' rel-pos tables assume these divisions are exact. Models
+  that resize their tables when applied (PySlowFast's) or have none need only the patch
+  stride.
+  """
+  patch = cfg.per_axis(cfg.patch_stride)[-1]
+  if cfg.rel_pos_interpolate or not cfg.rel_pos:
+    return patch
+  q_stride, kv_stride = cfg.per_axis(cfg.q_stride)[-1], cfg.per_axis(cfg.kv_stride)[-1]
+  return patch * max(q_stride ** (len(cfg.depths) - 1), kv_stride)
 
 
 def guess_variant(state_dict: dict[str, np.ndarray]) -> str | None:
@@ -146,7 +168,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
       params[path] = resized
     elif value.shape != want:
       (head_mismatch if path in _HEAD else mismatched).append(
-          f'{key} {tuple(value.shape)} vs {want}')
+          f'{_name(key)} {tuple(value.shape)} vs {want}')
     else:
       params[path] = value
   if drop_head:
@@ -154,7 +176,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
   missing = [keys.flax_to_official_key(p) for p in expected
              if p not in seen and not (drop_head and p in _HEAD)]
   if unexpected or missing or mismatched or head_mismatch:
-    message = f'Checkpoint does not fit {_describe(cfg)}:'
+    message = f'Checkpoint does not fit {_describe(cfg)}'
     if missing:
       message += _listing('missing', missing)
     if unexpected:
@@ -163,12 +185,12 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: mvit.MViTv2, *,
       message += _listing('shape mismatch (checkpoint vs model, Flax layout)', mismatched)
     if head_mismatch:
       message += _listing('head shape mismatch', head_mismatch)
-      message += ('\n  To fine-tune on a new label set, pass drop_head=True (CLI: --drop-head) '
-                  'to initialise a fresh head; or set num_classes to the checkpoint\'s.')
+      message += ('; to fine-tune on a new label set, pass drop_head=True (CLI: --drop-head) '
+                  'to initialise a fresh head, or set num_classes to the checkpoint\'s')
     if missing or unexpected or mismatched:
       guess = guess_variant(state_dict)
-      message += (f'\n  The checkpoint looks like {guess}.' if guess else
-                  '\n  It matches no known variant: is it an MViT checkpoint?')
+      message += (f'; the checkpoint looks like {guess}' if guess else
+                  '; it matches no known variant: is it an MViT checkpoint?')
     raise ConversionError(message)
   params = traverse_util.unflatten_dict(
       {path: np.asarray(value, np.float32) for path, value in params.items()})
@@ -239,20 +261,54 @@ def params_to_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads a PyTorch file or a Flax params checkpoint directory as an official state dict."""
+def _read_converted(path: str) -> dict[str, np.ndarray]:
+  """The params of a directory written by the convert CLI, as an official state dict."""
+  item = os.path.join(path, 'default')  # CheckpointManager's layout (a run's best/<step>).
+  if not os.path.isdir(item):
+    item = path
+  if not os.path.isfile(os.path.join(item, '_METADATA')):
+    raise torch_reader.CheckpointFormatError(
+        f'{path}: a directory without an orbax _METADATA file; expected a params checkpoint '
+        'written by mvitv2-convert or a run\'s best/<step>')
+  # Orbax is only needed for converted checkpoints.
+  from mvitv2_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  try:
+    params = checkpointing.restore_params(path)
+  # Orbax and tensorstore raise these for missing, truncated or malformed files.
+  except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+    reason = (str(e).splitlines() or [''])[0][:200]
+    raise torch_reader.CheckpointFormatError(
+        f'{path}: cannot restore the params checkpoint ({type(e).__name__}: {reason})') from e
+  leaves = traverse_util.flatten_dict(params) if isinstance(params, dict) else None
+  if not leaves or not all(isinstance(v, np.ndarray) and all(isinstance(k, str) for k in p)
+                           for p, v in leaves.items()):
+    raise torch_reader.CheckpointFormatError(
+        f'{path}: the orbax checkpoint does not hold a params tree of arrays')
+  return params_to_state_dict(params)
+
+
+def read_state_dict(path: str, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+  """Reads a PyTorch file or a Flax params checkpoint directory as an official state dict.
+
+  Args:
+    path: a checkpoint file (see `torch_reader`) or a converted params directory.
+    max_bytes: the reader's memory cap (see `limits.max_bytes_setting`).
+
+  Returns:
+    Official key -> array in PyTorch layout.
+
+  Raises:
+    CheckpointFormatError: the path is missing, not a regular file or a converted
+      directory, or its content cannot be read safely; the one-line message names it.
+  """
   if os.path.isdir(path):
-    # Orbax is only needed for converted checkpoints.
-    from mvitv2_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
-    return params_to_state_dict(checkpointing.restore_params(path))
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'No checkpoint at {path}')
-  return torch_reader.read_state_dict(path)
+    return _read_converted(path)
+  return torch_reader.read_state_dict(path, max_bytes=max_bytes)
 
 
 def load_params(path: str, model_name: str, *, num_classes: int | None = None,
                 image_size: int | None = None, drop_head: bool = False, inflate: bool = False,
-                seed: int = 0, **overrides) -> dict[str, Any]:
+                seed: int = 0, max_bytes: int | None = None, **overrides) -> dict[str, Any]:
   """Loads a checkpoint as Flax params for `models.create_model(model_name, ...)`.
 
   Args:
@@ -266,15 +322,26 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
     inflate: the checkpoint is an image model's, to initialise the video model
       `model_name` (see `inflate_state_dict`).
     seed: RNG seed for a fresh head.
+    max_bytes: the reader's memory cap (see `limits.max_bytes_setting`).
     **overrides: other `MViTv2Config` fields (e.g. `cls_residual_q`).
 
   Returns:
     The float32 params pytree.
+
+  Raises:
+    CheckpointFormatError: the file cannot be read safely (see `read_state_dict`).
+    ConversionError: it does not fit the model. Both are ValueErrors with a one-line
+      message that starts with `path`.
   """
   if image_size is not None:
     overrides['image_size'] = image_size
   model = mvit.create_model(model_name, num_classes=num_classes, **overrides)
-  state_dict = read_state_dict(path)
-  if inflate:
-    state_dict = inflate_state_dict(state_dict, model, seed=seed)
-  return convert_state_dict(state_dict, model, drop_head=drop_head, seed=seed)
+  state_dict = read_state_dict(path, max_bytes=max_bytes)
+  try:
+    if inflate:
+      state_dict = inflate_state_dict(state_dict, model, seed=seed)
+    return convert_state_dict(state_dict, model, drop_head=drop_head, seed=seed)
+  except ConversionError as e:
+    raise ConversionError(f'{path}: {e}') from e
+  except ValueError as e:  # From the key mapping: a timm stage the model lacks.
+    raise ConversionError(f'{path}: {str(e)[:300]}') from e

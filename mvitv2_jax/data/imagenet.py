@@ -62,6 +62,11 @@ def eval_resize_shape(height: tf.Tensor, width: tf.Tensor, size: int,
 def eval_image(image_bytes: tf.Tensor, size: int, crop_pct: float) -> tf.Tensor:
   """Decodes an encoded image and applies the evaluation transform: float32 [size, size, 3]."""
   image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+  return eval_transform(image, size, crop_pct)
+
+
+def eval_transform(image: tf.Tensor, size: int, crop_pct: float) -> tf.Tensor:
+  """The evaluation transform of a decoded uint8 [H, W, 3] image: float32 [size, size, 3]."""
   shape = tf.shape(image)
   new_h, new_w = eval_resize_shape(shape[0], shape[1], size, crop_pct)
   image = resize_uint8(image, new_h, new_w)
