@@ -22,11 +22,11 @@ def test_a_v2_file_into_a_v1_model_names_what_differs():
   name, overrides = TINY_V1
   with pytest.raises(convert.ConversionError) as error:
     convert.load_params(_pyth('tiny_v2'), name, **overrides)
-  missing, unexpected, mismatched = str(error.value).splitlines()[1:4]
-  assert missing.startswith('  missing (7):')
+  missing, unexpected, mismatched = str(error.value).split('; ')[1:4]
+  assert missing.startswith('missing (7):')
   for key in ('pos_embed_class', 'pos_embed_spatial', 'pos_embed_temporal', 'blocks.0.proj.weight'):
     assert key in missing
-  assert unexpected.startswith('  unexpected (19): blocks.0.attn.rel_pos_h, blocks.0.attn.rel_pos_w, '
+  assert unexpected.startswith('unexpected (19): blocks.0.attn.rel_pos_h, blocks.0.attn.rel_pos_w, '
                                'blocks.0.attn.rel_pos_t')
   assert 'blocks.0.mlp.fc2.weight (32, 8) vs (32, 16)' in mismatched  # The MLP widens in v1.
   assert 'num_frames=4' in str(error.value)
