@@ -28,23 +28,36 @@ class Chip:
   platform: str  # 'tpu' or 'cuda'.
   memory_bytes: int  # HBM per chip.
   peak_bf16_tflops: float  # Dense bf16 matmul peak per chip.
+  device_kinds: tuple[str, ...]  # `jax.Device.device_kind` of this chip.
   cores_per_chip: int = 1  # TensorCores per chip, as Cloud TPU names count them.
   topology_prefix: str = ''  # TPU: libtpu's topology name prefix.
   gpu_target_config: str = ''  # GPU: the GpuTargetConfigProto file in gpu_targets/.
 
 
 CHIPS = {
-    'v4': Chip('TPU v4', 'tpu', 32 * GiB, 275.0, cores_per_chip=2, topology_prefix='v4'),
-    'v5e': Chip('TPU v5e', 'tpu', 16 * GiB, 197.0, topology_prefix='v5e'),
-    'v5p': Chip('TPU v5p', 'tpu', 95 * GiB, 459.0, cores_per_chip=2, topology_prefix='v5p'),
-    'v6e': Chip('TPU v6e', 'tpu', 32 * GiB, 918.0, topology_prefix='v6e'),
+    'v4': Chip('TPU v4', 'tpu', 32 * GiB, 275.0, ('TPU v4',), cores_per_chip=2,
+               topology_prefix='v4'),
+    'v5e': Chip('TPU v5e', 'tpu', 16 * GiB, 197.0, ('TPU v5 lite',), topology_prefix='v5e'),
+    'v5p': Chip('TPU v5p', 'tpu', 95 * GiB, 459.0, ('TPU v5', 'TPU v5p'), cores_per_chip=2,
+                topology_prefix='v5p'),
+    'v6e': Chip('TPU v6e', 'tpu', 32 * GiB, 918.0, ('TPU v6 lite', 'TPU v6e'),
+                topology_prefix='v6e'),
     'h100': Chip('NVIDIA H100 80GB HBM3', 'cuda', 84_942_979_072, 989.0,
-                 gpu_target_config='h100.txtpb'),
+                 ('NVIDIA H100 80GB HBM3',), gpu_target_config='h100.txtpb'),
     'h200': Chip('NVIDIA H200 141GB HBM3e', 'cuda', 151_397_597_184, 989.0,
-                 gpu_target_config='h200.txtpb'),
+                 ('NVIDIA H200', 'NVIDIA H200 141GB HBM3e'), gpu_target_config='h200.txtpb'),
     'a100': Chip('NVIDIA A100-SXM4-80GB', 'cuda', 85_100_068_864, 312.0,
+                 ('NVIDIA A100-SXM4-80GB', 'NVIDIA A100 80GB PCIe'),
                  gpu_target_config='a100.txtpb'),
 }
+
+
+def chip_of_device_kind(device_kind: str) -> Chip | None:
+  """The chip a `jax.Device.device_kind` names, or None for other devices (CPUs)."""
+  for chip in CHIPS.values():
+    if device_kind in chip.device_kinds:
+      return chip
+  return None
 
 
 @dataclasses.dataclass(frozen=True)

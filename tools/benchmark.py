@@ -45,18 +45,11 @@ from configs import default
 from mvitv2_jax import models
 from mvitv2_jax.ops import platform
 from mvitv2_jax.train import optim
+from tools import aot_targets
 from tools import host_memory
 
 _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             'configs')
-
-# Dense peak TFLOP/s per device kind and dtype, for MFU when --peak_tflops is not given.
-_PEAK_TFLOPS = {
-    ('NVIDIA H100 80GB HBM3', 'bfloat16'): 989.0,
-    ('NVIDIA H100 80GB HBM3', 'float32'): 67.0,
-    ('NVIDIA H200', 'bfloat16'): 989.0,
-    ('NVIDIA H200', 'float32'): 67.0,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +214,9 @@ class Runner:
     if case.mode == 'train':
       model_flops *= 3.0
     device = jax.devices()[0]
-    peak = peak_tflops or _PEAK_TFLOPS.get((device.device_kind, case.dtype))
+    chip = aot_targets.chip_of_device_kind(device.device_kind)
+    # Only bf16 has a known matmul peak: float32 matmuls run at a precision XLA picks.
+    peak = peak_tflops or (chip.peak_bf16_tflops if chip and case.dtype == 'bfloat16' else None)
     achieved = model_flops * batch / median / 1e12
     return dict(
         variant=case.variant, mode=case.mode, batch_size=batch, image_size=case.image_size,
@@ -316,7 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--remat_policy', default='',
                  help="Rematerialise blocks: 'all', or a jax.checkpoint_policies name.")
   p.add_argument('--peak_tflops', type=float, default=None,
-                 help='Device peak for MFU (default: known GPU peaks, else none).')
+                 help='Device peak for MFU (default: the bf16 peak of a known TPU or GPU '
+                      '(tools/aot_targets.py), else none).')
   p.add_argument('--json_out', default='', help='Append one JSON line per case here.')
   p.add_argument('--reuse_host_memory', action='store_true',
                  help='On a CPU host, keep freed step memory mapped (tools/host_memory.py).')

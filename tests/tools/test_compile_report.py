@@ -45,6 +45,12 @@ def test_gpu_target_configs_match_their_chip(kind):
   assert f'device_description_str: "{chip.name}"' in text
 
 
+def test_device_kinds_name_their_chip_and_peak():
+  assert aot_targets.chip_of_device_kind('TPU v5 lite').peak_bf16_tflops == 197.0
+  assert aot_targets.chip_of_device_kind('NVIDIA H200').name == 'NVIDIA H200 141GB HBM3e'
+  assert aot_targets.chip_of_device_kind('cpu') is None
+
+
 _HLO = '''
 HloModule jit_step, num_partitions=8
 
