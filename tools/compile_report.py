@@ -15,8 +15,9 @@ step, on ShapeDtypeStructs of the config's global batches.
 
 Per program and chip it reports memory (argument, output, temporaries and peak, against
 the chip's HBM: a program that does not fit says by how much), FLOPs per image (XLA's
-cost analysis of the compiled program where the backend has one, TPU; the unoptimised
-HLO's cost analysis on every target; the analytic count of tools/benchmark.py), the
+cost analysis of the compiled program where the backend has one, TPU, and the blocks are
+unrolled; the unoptimised HLO's cost analysis on every target, of the unrolled programs;
+the analytic count of tools/benchmark.py, and of its attention matmuls), the
 collectives, which attention and pooling kernels the HLO contains, and the lowering and
 compile times; one JSON line per program (`--json_out`) and a table. A compile that fails
 is reported with its error, and with the fix where one is known.
@@ -167,21 +168,31 @@ def _fit(row: dict[str, Any], peak_bytes: int, chip_bytes: int) -> dict[str, Any
               shortfall_gib=max(peak_bytes - chip_bytes, 0) / GiB)
 
 
-def _flops(lowered, compiled, batch: int, num_chips: int) -> dict[str, Any]:
-  """GFLOPs per image: the compiled program's (per chip) and the unoptimised module's."""
-  xla = None
+def _compiled_gflops(compiled, batch: int, num_chips: int) -> float | None:
+  """GFLOPs per image of the compiled per-chip program, where the backend counts them."""
   try:
     cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost and cost.get('flops', 0) > 0:
-      xla = cost['flops'] / (batch / num_chips) / 1e9
   except NotImplementedError:
-    pass  # The GPU plugin has no cost analysis of its executables.
-  # The whole (unpartitioned) program, by the host's XLA: every backend gets a figure.
+    return None  # The GPU plugin has no cost analysis of its executables.
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  if not cost or cost.get('flops', 0) <= 0:
+    return None
+  return cost['flops'] / (batch / num_chips) / 1e9
+
+
+def _module_gflops(lowered, batch: int) -> float:
+  """GFLOPs per image of the whole unoptimised module, by the host's XLA (any target)."""
   module = lowered.compiler_ir('hlo').as_hlo_module()
   host = jax.devices('cpu')[0].client
-  hlo = _jax.hlo_module_cost_analysis(host, module).get('flops', 0.0) / batch / 1e9
-  return {'xla_gflops_per_image': xla, 'hlo_gflops_per_image': hlo}
+  return _jax.hlo_module_cost_analysis(host, module).get('flops', 0.0) / batch / 1e9
+
+
+def _unscanned(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with every block unrolled (`scan_blocks=False`)."""
+  plain = config.copy_and_resolve_references()
+  with plain.unlocked():
+    plain.model_overrides.scan_blocks = False
+  return plain
 
 
 def _compiler_options(options: list[str]) -> dict[str, Any]:
@@ -215,7 +226,6 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
   check_batch_sizes(config, target.num_chips)
   options = _compiler_options(list(xla_options))
   mesh = sharding.create_mesh(aot_targets.devices(target))
-  platform = mesh.devices.flat[0].platform
   rows = []
   start = time.perf_counter()
   # Outside the mesh: building the state runs small eager ops (the init key), which
@@ -223,7 +233,12 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
   built = build_programs(config, mesh, programs)
   setup_s = time.perf_counter() - start
   model_cfg = step.create_model(config).cfg
+  # XLA's cost analysis counts a loop body once however often it runs: a scanned model's
+  # FLOPs are counted on the same programs unrolled, lowered only.
+  scanned = model_cfg.scan_blocks
+  counted = build_programs(_unscanned(config), mesh, programs) if scanned else built
   with jax.set_mesh(mesh):
+    platform = ops_platform.mesh_platform()  # The ops' name for it: GPUs are 'cuda'.
     for name, (jitted, args, batch) in built.items():
       row = _setting(config, target, model_cfg, platform, name, batch)
       row.update(setup_s=setup_s, xla_options=options)
@@ -241,7 +256,11 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
       row['compile_s'] = time.perf_counter() - start
       row.update(_memory(compiled, target.chip.memory_bytes))
       row['status'] = 'ok' if row['fits'] else 'does_not_fit'
-      row.update(_flops(lowered, compiled, batch, target.num_chips))
+      counted_fn, counted_args, _ = counted[name]
+      row['xla_gflops_per_image'] = (
+          None if scanned else _compiled_gflops(compiled, batch, target.num_chips))
+      row['hlo_gflops_per_image'] = _module_gflops(
+          counted_fn.lower(*counted_args) if scanned else lowered, batch)
       row.update(hlo_summary.summarize(compiled.as_text()))
       rows.append(row)
   return rows
@@ -311,9 +330,17 @@ def _extrapolate(a, b, t, depths, chip_bytes, model_cfg, image_size) -> dict[str
     row[key] = _extrapolate_counts(a.get(key, {}), b.get(key, {}), line)
   row.update(_fit({}, int(row['peak_gib'] * GiB), chip_bytes))
   row['status'] = 'ok' if row['fits'] else 'does_not_fit'
-  row['model_gflops_per_image'] = benchmark.model_flops_per_image(
-      model_cfg, image_size) * (3 if b['program'] == 'train' else 1) / 1e9
+  row.update(_model_gflops(model_cfg, image_size, b['program']))
   return row
+
+
+def _model_gflops(model_cfg, image_size: int, program: str) -> dict[str, float]:
+  """The analytic GFLOPs per image of `program`, and of its attention matmuls alone."""
+  parts = benchmark.flops_per_image_by_part(model_cfg, image_size)
+  # A train step: the forward pass and the backward pass's two matmuls per forward one.
+  scale = (3 if program == 'train' else 1) / 1e9
+  return {'model_gflops_per_image': sum(parts.values()) * scale,
+          'attention_gflops_per_image': parts['attention'] * scale}
 
 
 def _extrapolate_counts(a: dict, b: dict, line) -> dict:
@@ -333,10 +360,10 @@ def _setting(config, target, model_cfg, platform, program, batch) -> dict[str, A
       'grad_accum_steps': config.optim.grad_accum_steps if train else 1,
       'shard_params': config.shard_params,
       'remat': (model_cfg.remat_policy or 'all') if model_cfg.remat else 'none',
+      'scan_blocks': model_cfg.scan_blocks,
       'attention_impl': ops_platform.resolve('attention', model_cfg.attention_impl, platform),
       'pool_impl': ops_platform.resolve('pool', model_cfg.pool_impl, platform),
-      'model_gflops_per_image': benchmark.model_flops_per_image(
-          model_cfg, config.image_size) * (3 if train else 1) / 1e9,
+      **_model_gflops(model_cfg, config.image_size, program),
       'jax': jax.__version__,
   }
 
@@ -358,7 +385,7 @@ def _gib(value) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
   """The report rows as a Markdown table."""
-  header = ('target', 'program', 'model', 'batch/chip', 'remat', 'fsdp', 'arg GiB',
+  header = ('target', 'program', 'model', 'batch/chip', 'remat', 'fsdp', 'scan', 'arg GiB',
             'temp GiB', 'peak GiB', 'fits', 'GF/img xla / hlo / model', 'all-reduce n / MiB',
             'all-gather n / MiB', 'reduce-scatter n / MiB', 'attention', 'pooling',
             'compile s')
@@ -369,7 +396,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
       depths += ', extrapolated'
     if r['status'] == 'error':
       cells = [r['target'], r['program'], f"{r['model']} ({depths})", r['batch_per_chip'],
-               r['remat'], r['shard_params'], f"error: {r['error'][:120]}",
+               r['remat'], r['shard_params'], r['scan_blocks'],
+               f"error: {r['error'][:120]}",
                *([''] * 9), f"{r['compile_s']:.0f}"]
       lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
       if r.get('fix'):
@@ -382,7 +410,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     flops = (f"{_gib(r.get('xla_gflops_per_image'))} / {_gib(r.get('hlo_gflops_per_image'))}"
              f" / {r['model_gflops_per_image']:.2f}")
     cells = [r['target'], r['program'], f"{r['model']} ({depths})", r['batch_per_chip'],
-             r['remat'], r['shard_params'], _gib(r.get('argument_gib')),
+             r['remat'], r['shard_params'], r['scan_blocks'],
+             _gib(r.get('argument_gib')),
              _gib(r.get('temp_gib')), f"{r['peak_gib']:.2f} / {r['chip_gib']:.1f}", fits,
              flops, *coll, ', '.join(r.get('attention_kernels', ['-'])),
              ', '.join(r.get('pooling_kernels', ['-'])), f"{r['compile_s']:.0f}"]
