@@ -2,7 +2,7 @@
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -17,13 +17,21 @@ DATA_AXIS = 'data'
 _MIN_SHARDED_SIZE = 2**16
 
 
-def create_mesh() -> jax.sharding.Mesh:
-  """A 1-D mesh over every device of every host, axis 'data'."""
+def create_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A 1-D mesh, axis 'data', over `devices` (default: every device of every host).
+
+  Args:
+    devices: e.g. the compile-only devices of a TPU slice (tools/compile_report.py).
+
+  Returns:
+    The mesh.
+  """
+  devices = jax.devices() if devices is None else list(devices)
   # Auto on purpose: Explicit axes reject the model's reshapes that fold the
   # sharded batch axis into another one.
   return jax.make_mesh(
-      (jax.device_count(),), (DATA_AXIS,),
-      axis_types=(jax.sharding.AxisType.Auto,))
+      (len(devices),), (DATA_AXIS,),
+      axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
 def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -40,3 +40,11 @@ def test_model_flops_match_paper():
   cfg = models.variant_config('mvitv2_s')
   assert benchmark.model_flops_per_image(cfg, 224) / 2e9 == pytest.approx(7.0, abs=0.05)
 
+
+
+def test_flops_by_part_add_up_to_the_model_count():
+  cfg = models.variant_config('mvitv2_s')
+  parts = benchmark.flops_per_image_by_part(cfg, 224)
+  assert sum(parts.values()) == pytest.approx(benchmark.model_flops_per_image(cfg, 224))
+  # q.k and attn.v: a few percent of MViTv2-S, most of it at stage 1's 3136 queries.
+  assert 0.02 < parts['attention'] / sum(parts.values()) < 0.3

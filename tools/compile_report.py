@@ -1,0 +1,479 @@
+r"""Compiles the trainer's programs for a TPU or GPU target on this host, and reports per chip.
+
+  pip install -r requirements-aot.txt   # optional: libtpu, the CUDA plugin, cuDNN
+  python -m tools.compile_report --config=configs/mvitv2_l.py --target=v5e-8 \
+      --config.batch_size=256 --json_out=reports.jsonl
+  python -m tools.compile_report --config=configs/mvitv2_s.py --target=h100x8 \
+      --programs=train --override=remat=True --override=remat_policy=dots_saveable
+
+No accelerator is needed: the target's devices are compile-only devices (see
+tools/aot_targets.py), the mesh spans them, and the programs are traced under it, so the
+model's ops pick the target's kernels. The programs are the trainer's own: the jitted
+train step (`train.step.make_train_step`, with the state, optimizer and shardings the
+trainer builds; donation, FSDP and gradient accumulation as configured) and the eval
+step, on ShapeDtypeStructs of the config's global batches.
+
+Per program and chip it reports memory (argument, output, temporaries and peak, against
+the chip's HBM: a program that does not fit says by how much), FLOPs per image (XLA's
+cost analysis of the compiled program where the backend has one, TPU, and the blocks are
+unrolled; the unoptimised HLO's cost analysis on every target, of the unrolled programs;
+the analytic count of tools/benchmark.py, and of its attention matmuls), the
+collectives, which attention and pooling kernels the HLO contains, and the lowering and
+compile times; one JSON line per program (`--json_out`) and a table. A compile that fails
+is reported with its error, and with the fix where one is known.
+"""
+
+import os
+
+# Before jax is imported: the host runs on its CPU; the TPU library is loaded for its
+# compiler only (alongside any other process using it) and skips the cloud metadata.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import ast
+import json
+import re
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+from jax._src.lib import _jax  # HLO cost analysis of a module: no public API yet.
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+
+from mvitv2_jax.ops import platform as ops_platform
+from mvitv2_jax.train import optim
+from mvitv2_jax.train import sharding
+from mvitv2_jax.train import step
+from mvitv2_jax.train import trainer
+from tools import aot_targets
+from tools import benchmark
+from tools import hlo_summary
+
+GiB = aot_targets.GiB
+PROGRAMS = ('train', 'eval')
+
+# Compile errors whose cause and fix are known: (pattern in the message, fix).
+_KNOWN_FAILURES = (
+    (re.compile(r"Couldn't find output tile sizes"),
+     "XLA's Triton GEMM emitter cannot tile one of the matmuls; compile with "
+     '--xla_option=xla_gpu_enable_triton_gemm=false (or XLA_FLAGS='
+     '--xla_gpu_enable_triton_gemm=false when training), which gives them to cuBLAS.'),
+)
+# libtpu's out-of-memory message: "Used 20.51G of 15.48G hbm. Exceeded hbm capacity by 5.03G."
+_TPU_OOM = re.compile(r'Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm')
+_UNITS = {'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
+
+
+class ImageNetSizes:
+  """Split sizes for the schedule, without TFDS: they fix its constants, not the program."""
+
+  @staticmethod
+  def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
+    return 1_281_167 if split == config.train_split else 50_000
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, num_chips: int) -> None:
+  """The trainer's rule: global batches divide by the chips (x micro-batches)."""
+  k = config.optim.grad_accum_steps
+  if config.batch_size % (num_chips * k):
+    raise ValueError(f'batch_size {config.batch_size} must divide by {num_chips} chips '
+                     f'x grad_accum_steps {k}.')
+  if config.eval_batch_size % num_chips:
+    raise ValueError(f'eval_batch_size {config.eval_batch_size} must divide by '
+                     f'{num_chips} chips.')
+
+
+def build_programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                   names=PROGRAMS) -> dict[str, tuple[Any, tuple[Any, ...], int]]:
+  """The trainer's jitted programs and abstract arguments; lower them under `jax.set_mesh(mesh)`.
+
+  Args:
+    config: the run config.
+    mesh: the 'data' mesh over the target's devices.
+    names: 'train' and/or 'eval'.
+
+  Returns:
+    {name: (jitted function, its ShapeDtypeStruct arguments, global batch size)}.
+  """
+  schedule = optim.create_schedule(
+      config, trainer.steps_per_epoch(config, ImageNetSizes),
+      trainer.num_train_steps(config, ImageNetSizes))
+  tx = optim.create_optimizer(config, schedule)
+  model = step.create_model(config)
+  state, shardings = step.abstract_train_state(config, model, tx, mesh)
+  data = sharding.data_sharding(mesh)
+  example = (*model.cfg.input_size, 3)  # [H, W, 3], or [T, H, W, 3] for videos.
+
+  def batch(n, **extra):
+    return {'image': jax.ShapeDtypeStruct((n, *example), jnp.float32, sharding=data),
+            'label': jax.ShapeDtypeStruct((n,), jnp.int32, sharding=data),
+            **{k: jax.ShapeDtypeStruct((n,), v, sharding=data) for k, v in extra.items()}}
+
+  programs = {}
+  if 'train' in names:
+    programs['train'] = (
+        step.make_train_step(config, model, tx, schedule, mesh, shardings),
+        (state, batch(config.batch_size)), config.batch_size)
+  if 'eval' in names:
+    programs['eval'] = (
+        step.make_eval_step(model, mesh, shardings.params),
+        (state.params, batch(config.eval_batch_size, mask=jnp.bool_)),
+        config.eval_batch_size)
+  return programs
+
+
+def known_fix(message: str) -> str | None:
+  """The fix for a compile error whose cause is known, else None."""
+  for pattern, fix in _KNOWN_FAILURES:
+    if pattern.search(message):
+      return fix
+  return None
+
+
+def tpu_shortfall_bytes(message: str) -> tuple[int, int] | None:
+  """(bytes used, bytes available) from libtpu's out-of-memory error, else None."""
+  match = _TPU_OOM.search(message)
+  if not match:
+    return None
+  used, used_unit, have, have_unit = match.groups()
+  return int(float(used) * _UNITS[used_unit]), int(float(have) * _UNITS[have_unit])
+
+
+def _memory(compiled, chip_bytes: int) -> dict[str, Any]:
+  """Per-chip memory of a compiled program, in GiB, and whether it fits the chip."""
+  m = compiled.memory_analysis()
+  # Donated arguments are aliased by outputs: they are held once.
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+           + m.temp_size_in_bytes + m.generated_code_size_in_bytes)
+  peak = m.peak_memory_in_bytes or total
+  return _fit({
+      'argument_gib': m.argument_size_in_bytes / GiB,
+      'output_gib': m.output_size_in_bytes / GiB,
+      'alias_gib': m.alias_size_in_bytes / GiB,
+      'temp_gib': m.temp_size_in_bytes / GiB,
+      'code_gib': m.generated_code_size_in_bytes / GiB,
+  }, peak, chip_bytes)
+
+
+def _fit(row: dict[str, Any], peak_bytes: int, chip_bytes: int) -> dict[str, Any]:
+  return dict(row, peak_gib=peak_bytes / GiB, chip_gib=chip_bytes / GiB,
+              fits=peak_bytes <= chip_bytes,
+              shortfall_gib=max(peak_bytes - chip_bytes, 0) / GiB)
+
+
+def _compiled_gflops(compiled, batch: int, num_chips: int) -> float | None:
+  """GFLOPs per image of the compiled per-chip program, where the backend counts them."""
+  try:
+    cost = compiled.cost_analysis()
+  except NotImplementedError:
+    return None  # The GPU plugin has no cost analysis of its executables.
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  if not cost or cost.get('flops', 0) <= 0:
+    return None
+  return cost['flops'] / (batch / num_chips) / 1e9
+
+
+def _module_gflops(lowered, batch: int) -> float:
+  """GFLOPs per image of the whole unoptimised module, by the host's XLA (any target)."""
+  module = lowered.compiler_ir('hlo').as_hlo_module()
+  host = jax.devices('cpu')[0].client
+  return _jax.hlo_module_cost_analysis(host, module).get('flops', 0.0) / batch / 1e9
+
+
+def _unscanned(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with every block unrolled (`scan_blocks=False`)."""
+  plain = config.copy_and_resolve_references()
+  with plain.unlocked():
+    plain.model_overrides.scan_blocks = False
+  return plain
+
+
+def _compiler_options(options: list[str]) -> dict[str, Any]:
+  """`['name=value', ...]` as XLA compiler options (bools and ints parsed)."""
+  parsed = {}
+  for option in options:
+    name, sep, value = option.partition('=')
+    if not sep or not name:
+      raise ValueError(f'--xla_option {option!r}: expected name=value.')
+    lowered = value.lower()
+    parsed[name] = (lowered == 'true' if lowered in ('true', 'false')
+                    else int(value) if re.fullmatch(r'-?\d+', value) else value)
+  return parsed
+
+
+def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAMS,
+           xla_options: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+  """Compiles `programs` of `config` for `target_name`; one report row per program.
+
+  Args:
+    config: the run config (batch sizes are global, over the target's chips).
+    target_name: e.g. 'v5e-8', 'h100x8' (see `aot_targets.parse_target`).
+    programs: 'train' and/or 'eval'.
+    xla_options: 'name=value' XLA compiler options for these compiles.
+
+  Returns:
+    Per program a dict: the setting, memory per chip, FLOPs per image, collectives,
+    kernels, times; `status` 'ok', 'does_not_fit' or 'error' (with `error` and `fix`).
+  """
+  target = aot_targets.parse_target(target_name)
+  check_batch_sizes(config, target.num_chips)
+  options = _compiler_options(list(xla_options))
+  mesh = sharding.create_mesh(aot_targets.devices(target))
+  rows = []
+  start = time.perf_counter()
+  # Outside the mesh: building the state runs small eager ops (the init key), which
+  # compile-only devices cannot run.
+  built = build_programs(config, mesh, programs)
+  setup_s = time.perf_counter() - start
+  model_cfg = step.create_model(config).cfg
+  # XLA's cost analysis counts a loop body once however often it runs: a scanned model's
+  # FLOPs are counted on the same programs unrolled, lowered only.
+  scanned = model_cfg.scan_blocks
+  counted = build_programs(_unscanned(config), mesh, programs) if scanned else built
+  with jax.set_mesh(mesh):
+    platform = ops_platform.mesh_platform()  # The ops' name for it: GPUs are 'cuda'.
+    for name, (jitted, args, batch) in built.items():
+      row = _setting(config, target, model_cfg, platform, name, batch)
+      row.update(setup_s=setup_s, xla_options=options)
+      start = time.perf_counter()
+      lowered = jitted.lower(*args)
+      row['lower_s'] = time.perf_counter() - start
+      start = time.perf_counter()
+      try:
+        compiled = lowered.compile(options) if options else lowered.compile()
+      except Exception as e:  # pylint: disable=broad-except
+        row.update(_failure(str(e), target.chip.memory_bytes),
+                   compile_s=time.perf_counter() - start)
+        rows.append(row)
+        continue
+      row['compile_s'] = time.perf_counter() - start
+      row.update(_memory(compiled, target.chip.memory_bytes))
+      row['status'] = 'ok' if row['fits'] else 'does_not_fit'
+      counted_fn, counted_args, _ = counted[name]
+      row['xla_gflops_per_image'] = (
+          None if scanned else _compiled_gflops(compiled, batch, target.num_chips))
+      row['hlo_gflops_per_image'] = _module_gflops(
+          counted_fn.lower(*counted_args) if scanned else lowered, batch)
+      row.update(hlo_summary.summarize(compiled.as_text()))
+      rows.append(row)
+  return rows
+
+
+# Report fields that grow linearly with the number of blocks of a stage.
+_LINEAR_FIELDS = ('argument_gib', 'output_gib', 'alias_gib', 'temp_gib', 'code_gib',
+                  'peak_gib', 'xla_gflops_per_image', 'hlo_gflops_per_image', 'lower_s',
+                  'compile_s')
+_LINEAR_COUNTS = ('collectives', 'custom_calls', 'ops')
+
+
+def report_extrapolated(config: ml_collections.ConfigDict, target_name: str,
+                        reduced: tuple[int, int], programs=PROGRAMS,
+                        xla_options: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+  """Compiles the model with its deepest stage cut to two depths; extrapolates to the full one.
+
+  For models whose full-depth compile needs more host memory or time than there is
+  (MViTv2-H): every block of the deepest stage has the same shapes, so memory, FLOPs,
+  collectives and compile time are linear in its depth, and two compiles fix the line.
+
+  Args:
+    config: the run config, at full depth.
+    target_name: as for `report`.
+    reduced: two depths (ascending) of the deepest stage to compile.
+    programs: 'train' and/or 'eval'.
+    xla_options: as for `report`.
+
+  Returns:
+    The measured rows of both reduced compiles, then per program the extrapolated row
+    (`extrapolated_from` names the two measured depths).
+  """
+  full = list(step.create_model(config).cfg.depths)
+  stage = full.index(max(full))
+  low, high = reduced
+  if not 0 < low < high < full[stage]:
+    raise ValueError(f'Reduced depths {reduced} must rise, within 1..{full[stage] - 1} '
+                     f'(the deepest stage of {full}).')
+  measured = []
+  for depth in reduced:
+    cut = config.copy_and_resolve_references()
+    depths = list(full)
+    depths[stage] = depth
+    with cut.unlocked():
+      cut.model_overrides.depths = tuple(depths)
+    measured.append(report(cut, target_name, programs, xla_options))
+  chip_bytes = aot_targets.parse_target(target_name).chip.memory_bytes
+  model_cfg = step.create_model(config).cfg
+  rows = measured[0] + measured[1]
+  for a, b in zip(*measured):
+    rows.append(_extrapolate(a, b, (full[stage] - low) / (high - low), full, chip_bytes,
+                             model_cfg, config.image_size))
+  return rows
+
+
+def _extrapolate(a, b, t, depths, chip_bytes, model_cfg, image_size) -> dict[str, Any]:
+  """The line through rows `a` and `b`, at `t` (0 at `a`, 1 at `b`)."""
+  if 'peak_gib' not in a or 'peak_gib' not in b:
+    failed = b if 'peak_gib' not in b else a
+    return dict(failed, depths=depths, extrapolated_from=[a['depths'], b['depths']])
+  line = lambda x, y: x + (y - x) * t
+  row = dict(b, depths=depths, extrapolated_from=[a['depths'], b['depths']])
+  for key in _LINEAR_FIELDS:
+    if a.get(key) is not None and b.get(key) is not None:
+      row[key] = line(a[key], b[key])
+  for key in _LINEAR_COUNTS:
+    row[key] = _extrapolate_counts(a.get(key, {}), b.get(key, {}), line)
+  row.update(_fit({}, int(row['peak_gib'] * GiB), chip_bytes))
+  row['status'] = 'ok' if row['fits'] else 'does_not_fit'
+  row.update(_model_gflops(model_cfg, image_size, b['program']))
+  return row
+
+
+def _model_gflops(model_cfg, image_size: int, program: str) -> dict[str, float]:
+  """The analytic GFLOPs per image of `program`, and of its attention matmuls alone."""
+  parts = benchmark.flops_per_image_by_part(model_cfg, image_size)
+  # A train step: the forward pass and the backward pass's two matmuls per forward one.
+  scale = (3 if program == 'train' else 1) / 1e9
+  return {'model_gflops_per_image': sum(parts.values()) * scale,
+          'attention_gflops_per_image': parts['attention'] * scale}
+
+
+def _extrapolate_counts(a: dict, b: dict, line) -> dict:
+  """`line` over nested dicts of counts, rounded to whole counts and bytes."""
+  return {k: (_extrapolate_counts(a.get(k, {}), v, line) if isinstance(v, dict)
+              else max(round(line(a.get(k, 0), v)), 0)) for k, v in b.items()}
+
+
+def _setting(config, target, model_cfg, platform, program, batch) -> dict[str, Any]:
+  """What was compiled: target, model, batch, memory options, kernels asked for."""
+  train = program == 'train'
+  return {
+      'target': target.name, 'topology': target.topology, 'chip': target.chip.name,
+      'num_chips': target.num_chips, 'program': program, 'model': config.model,
+      'depths': list(model_cfg.depths), 'image_size': config.image_size,
+      'dtype': config.dtype, 'batch_size': batch, 'batch_per_chip': batch // target.num_chips,
+      'grad_accum_steps': config.optim.grad_accum_steps if train else 1,
+      'shard_params': config.shard_params,
+      'remat': (model_cfg.remat_policy or 'all') if model_cfg.remat else 'none',
+      'scan_blocks': model_cfg.scan_blocks,
+      'attention_impl': ops_platform.resolve('attention', model_cfg.attention_impl, platform),
+      'pool_impl': ops_platform.resolve('pool', model_cfg.pool_impl, platform),
+      **_model_gflops(model_cfg, config.image_size, program),
+      'jax': jax.__version__,
+  }
+
+
+def _failure(message: str, chip_bytes: int) -> dict[str, Any]:
+  """A failed compile as report fields: out of memory (with the shortfall) or an error."""
+  first = message.strip().splitlines()[0] if message.strip() else 'compile failed'
+  oom = tpu_shortfall_bytes(message)
+  if oom:
+    used, _ = oom
+    # libtpu measures against the HBM it can use, a little under the chip's.
+    return dict(_fit({}, used, chip_bytes), status='does_not_fit', error=first[:500])
+  return {'status': 'error', 'error': first[:500], 'fix': known_fix(message)}
+
+
+def _gib(value) -> str:
+  return '-' if value is None else f'{value:.2f}'
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+  """The report rows as a Markdown table."""
+  header = ('target', 'program', 'model', 'batch/chip', 'remat', 'fsdp', 'scan', 'arg GiB',
+            'temp GiB', 'peak GiB', 'fits', 'GF/img xla / hlo / model', 'all-reduce n / MiB',
+            'all-gather n / MiB', 'reduce-scatter n / MiB', 'attention', 'pooling',
+            'compile s')
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+  for r in rows:
+    depths = 'x'.join(str(d) for d in r['depths'])
+    if r.get('extrapolated_from'):
+      depths += ', extrapolated'
+    if r['status'] == 'error':
+      cells = [r['target'], r['program'], f"{r['model']} ({depths})", r['batch_per_chip'],
+               r['remat'], r['shard_params'], r['scan_blocks'],
+               f"error: {r['error'][:120]}",
+               *([''] * 9), f"{r['compile_s']:.0f}"]
+      lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
+      if r.get('fix'):
+        lines.append(f"|  | fix: {r['fix']} |" + ' |' * (len(header) - 2))
+      continue
+    fits = 'yes' if r['fits'] else f"**no**, {r['shortfall_gib']:.2f} GiB short"
+    c = r.get('collectives', {})
+    coll = [f"{c[k]['count']} / {c[k]['bytes'] / 2**20:.0f}" if k in c else '-'
+            for k in ('all-reduce', 'all-gather', 'reduce-scatter')]
+    flops = (f"{_gib(r.get('xla_gflops_per_image'))} / {_gib(r.get('hlo_gflops_per_image'))}"
+             f" / {r['model_gflops_per_image']:.2f}")
+    cells = [r['target'], r['program'], f"{r['model']} ({depths})", r['batch_per_chip'],
+             r['remat'], r['shard_params'], r['scan_blocks'],
+             _gib(r.get('argument_gib')),
+             _gib(r.get('temp_gib')), f"{r['peak_gib']:.2f} / {r['chip_gib']:.1f}", fits,
+             flops, *coll, ', '.join(r.get('attention_kernels', ['-'])),
+             ', '.join(r.get('pooling_kernels', ['-'])), f"{r['compile_s']:.0f}"]
+    lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
+  return '\n'.join(lines)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
+  """`['depths=(2,6,36,4)', 'remat=True']` into `config.model_overrides` (Python literals)."""
+  with config.unlocked():
+    for item in overrides:
+      name, sep, value = item.partition('=')
+      if not sep or not name:
+        raise ValueError(f'--override {item!r}: expected name=value.')
+      try:
+        config.model_overrides[name] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        config.model_overrides[name] = value  # A bare string, e.g. a policy name.
+
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
+                                          lock_config=True)
+_TARGET = flags.DEFINE_string('target', None, 'v4-N, v5e-N, v5p-N, v6e-N, h100xN, h200xN, '
+                              'a100xN (Cloud TPU names: v4/v5p count TensorCores).')
+_PROGRAMS = flags.DEFINE_list('programs', list(PROGRAMS), 'train and/or eval.')
+_OVERRIDES = flags.DEFINE_multi_string(
+    'override', [], 'A model option as name=value, e.g. depths=(2,6,36,4), remat=True.')
+_XLA_OPTIONS = flags.DEFINE_multi_string(
+    'xla_option', [], 'An XLA compiler option as name=value, for these compiles only.')
+_EXTRAPOLATE_FROM = flags.DEFINE_list(
+    'extrapolate_from', [], 'Two depths of the deepest stage, e.g. 4,8: compile at those '
+    'and extrapolate linearly to the full depth (models too large to compile here).')
+_JSON_OUT = flags.DEFINE_string('json_out', '', 'Append one JSON line per program here.')
+flags.mark_flags_as_required(['config', 'target'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  unknown = set(_PROGRAMS.value) - set(PROGRAMS)
+  if unknown:
+    raise app.UsageError(f'Unknown programs {sorted(unknown)}; expected {PROGRAMS}.')
+  config = _CONFIG.value
+  try:
+    apply_overrides(config, _OVERRIDES.value)
+    options = tuple(_XLA_OPTIONS.value)
+    if _EXTRAPOLATE_FROM.value:
+      if len(_EXTRAPOLATE_FROM.value) != 2:
+        raise ValueError('--extrapolate_from takes two depths, e.g. 4,8.')
+      low, high = (int(d) for d in _EXTRAPOLATE_FROM.value)
+      rows = report_extrapolated(config, _TARGET.value, (low, high), _PROGRAMS.value,
+                                 options)
+    else:
+      rows = report(config, _TARGET.value, _PROGRAMS.value, options)
+  except (ValueError, RuntimeError) as e:
+    sys.exit(f'compile_report: {e}')
+  if _JSON_OUT.value:
+    with open(_JSON_OUT.value, 'a') as f:
+      for r in rows:
+        f.write(json.dumps(r) + '\n')
+  print(format_table(rows))
+
+
+if __name__ == '__main__':
+  app.run(main)
