@@ -284,7 +284,6 @@ def _train(config, workdir, mesh, data, make_writer) -> TrainState:
   finally:
     batches.close()
     preemption.restore()
-    ckpt.wait_until_finished()
     ckpt.close()
     writer.close()
   return state

@@ -23,7 +23,6 @@ def _hold_after(step: int):
   def save_then_hold(self, saved_step, state):
     save(self, saved_step, state)
     if saved_step == step:
-      self.wait_until_finished()
       print(f'HOLDING {step}', flush=True)
       while True:
         time.sleep(60)
