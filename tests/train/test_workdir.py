@@ -30,6 +30,7 @@ def test_second_lock_names_the_holder(tmp_path):
   workdir.WorkdirLock(str(tmp_path)).release()  # Free again once released.
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_process_does_not_block(tmp_path):
   proc = subprocess.Popen([sys.executable, '-c', _HOLD_LOCK, str(tmp_path)],
                           env=training.subprocess_env(), stdout=subprocess.PIPE, text=True)
