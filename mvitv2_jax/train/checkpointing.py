@@ -4,72 +4,223 @@ The only module that imports orbax. Layout under a run's workdir:
   checkpoints/<step>/  the latest `keep` train states (params, opt_state, rng, step).
   best/<step>/         the params of the evaluation with the highest top-1;
                        `restore_params` (and so `init_from`) reads it directly.
+  corrupt/             checkpoints that failed their integrity record, moved aside.
+Every step directory ends with an integrity record (`integrity.json`: each file's size
+and SHA-256, and for best/ the top-1). A directory without a valid record is never
+restored: the newest one that verifies is used instead. On several processes, only
+process 0 reads or changes the directories and broadcasts what it found.
 """
 
+import logging
 import os
+import shutil
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers
+
+from mvitv2_jax.train import integrity
+from mvitv2_jax.train.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = 'checkpoints'
+BEST_DIR = 'best'
+CORRUPT_DIR = 'corrupt'
+# Directories renamed to this are being deleted; a crash can leave one behind.
+_DELETING_SUFFIX = '.deleting'
+
+
+def broadcast(value: int) -> int:
+  """Process 0's `value` on every process."""
+  if jax.process_count() == 1:
+    return value
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def _step_dirs(directory: str) -> list[int]:
+  """Steps with a directory under `directory`, ascending."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def _remove_unfinished(directory: str):
+  """Deletes what a killed save or delete left: orbax's tmp dirs, our `.deleting`."""
+  if not os.path.isdir(directory):
+    return
+  for name in os.listdir(directory):
+    if ocp.path.atomicity_types.TMP_DIR_SUFFIX in name or name.endswith(_DELETING_SUFFIX):
+      shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _delete(path: str):
+  """Removes a step directory; a crash midway leaves a name no listing takes for a step."""
+  doomed = path + _DELETING_SUFFIX
+  os.rename(path, doomed)
+  shutil.rmtree(doomed)
 
 
 class Checkpointer:
-  """Saves and restores train states and the best params of a run."""
+  """Saves, verifies and restores the train states and the best params of a run.
+
+  Saves are synchronous: the integrity record can only be written once orbax has
+  committed every file.
+  """
 
   def __init__(self, workdir: str, keep: int):
-    """Opens (or creates) the managers under `workdir`.
+    """Opens the run's checkpoint directories and finds the best top-1 so far.
 
     Args:
       workdir: the run directory.
-      keep: how many recent train states to keep.
+      keep: how many recent train states to keep (>= 1).
     """
     workdir = os.path.abspath(workdir)
-    self._latest = ocp.CheckpointManager(
-        os.path.join(workdir, 'checkpoints'),
-        options=ocp.CheckpointManagerOptions(
-            preservation_policy=checkpoint_managers.LatestN(n=keep)))
-    self._best = ocp.CheckpointManager(
-        os.path.join(workdir, 'best'),
-        options=ocp.CheckpointManagerOptions(
-            preservation_policy=checkpoint_managers.BestN(
-                get_metric_fn=lambda m: m['top1'], n=1)))
+    self._workdir = workdir
+    self._states_dir = os.path.join(workdir, CHECKPOINTS_DIR)
+    self._best_dir = os.path.join(workdir, BEST_DIR)
+    self._keep = keep
+    self._primary = jax.process_index() == 0
+    self._ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
+    self._good = set()  # Train-state steps verified or saved by this run (process 0).
+    self.best_step, self.best_top1 = None, None
+    if self._primary:
+      for directory in (self._states_dir, self._best_dir):
+        _remove_unfinished(directory)
+      self._find_best()
+
+  # -- Integrity ------------------------------------------------------------
+
+  def _quarantine(self, path: str, reason: str, label: str = 'corrupt'):
+    """Moves a checkpoint to `corrupt/`, out of every listing, saying why."""
+    kind, step = os.path.split(os.path.relpath(path, self._workdir))
+    target = os.path.join(self._workdir, CORRUPT_DIR, f'{kind}-{step}')
+    n = 1
+    while os.path.exists(target if n == 1 else f'{target}.{n}'):
+      n += 1
+    target = target if n == 1 else f'{target}.{n}'
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.rename(path, target)
+    log.warning('Skipping the %s checkpoint %s: %s. Moved to %s.', label,
+                os.path.relpath(path, self._workdir), reason, target)
+
+  def _verified(self, path: str) -> dict[str, Any] | None:
+    """The record's metadata if `path` verifies, else None (and `path` moved aside)."""
+    try:
+      return integrity.verify(path)
+    except CheckpointError as e:
+      self._quarantine(path, str(e))
+      return None
+
+  def _find_best(self):
+    """Sets `best_step`/`best_top1` from best/; drops worse or corrupt leftovers."""
+    candidates = []
+    for step in _step_dirs(self._best_dir):
+      path = os.path.join(self._best_dir, str(step))
+      metadata = self._verified(path)
+      if metadata is None:
+        continue
+      if not isinstance(metadata.get('top1'), (int, float)):
+        self._quarantine(path, f'its record has no top-1: {metadata}')
+        continue
+      candidates.append((float(metadata['top1']), -step, step))
+    if not candidates:
+      return
+    # A crash between writing a new best and deleting the old one leaves two.
+    candidates.sort(reverse=True)
+    self.best_top1, _, self.best_step = candidates[0]
+    for _, _, step in candidates[1:]:
+      _delete(os.path.join(self._best_dir, str(step)))
+
+  # -- Train states ----------------------------------------------------------
+
+  def newest_good_step(self, below: int | None = None) -> int | None:
+    """The newest train state (under `below`) that verifies; process 0 only.
+
+    Those newer that do not verify are moved aside. Each directory is hashed at
+    most once per run: what verified or was saved here is known to be good.
+    """
+    for step in reversed(_step_dirs(self._states_dir)):
+      if below is not None and step >= below:
+        continue
+      if step in self._good or self._verified(
+          os.path.join(self._states_dir, str(step))) is not None:
+        self._good.add(step)
+        return step
+    return None
 
   def latest_step(self) -> int | None:
-    """The step of the newest complete train state, or None."""
-    return self._latest.latest_step()
+    """`newest_good_step()` of process 0, on every process."""
+    found = self.newest_good_step() if self._primary else None
+    found = broadcast(-1 if found is None else found)
+    return None if found < 0 else found
+
+  def quarantine_diverged(self, step: int, reason: str):
+    """Moves the train state of `step` aside (process 0): training from it diverged."""
+    self._quarantine(os.path.join(self._states_dir, str(step)), reason, 'diverged')
+    self._good.discard(step)
+
+  def saved_steps(self) -> list[int]:
+    """Steps with a train-state directory, ascending (process 0; verified or not)."""
+    return _step_dirs(self._states_dir)
 
   def save(self, step: int, state: Any):
-    """Saves a train state (asynchronously; see `wait_until_finished`)."""
-    self._latest.save(step, args=ocp.args.StandardSave(state), force=True)
+    """Writes a train state, its integrity record, then drops states beyond `keep`."""
+    path = os.path.join(self._states_dir, str(step))
+    self._ckptr.save(path, args=ocp.args.StandardSave(state), force=True)
+    if self._primary:
+      integrity.write_record(path, {'step': step})
+      self._good.add(step)
+      for old in _step_dirs(self._states_dir)[:-self._keep]:
+        _delete(os.path.join(self._states_dir, str(old)))
+        self._good.discard(old)
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """Restores a train state onto the shardings carried by `abstract_state`.
 
     Args:
-      step: which checkpoint.
+      step: a step `latest_step` returned.
       abstract_state: pytree of `jax.ShapeDtypeStruct` with `sharding` set.
 
     Returns:
       The train state, placed as `abstract_state` says.
+
+    Raises:
+      CheckpointError: orbax could not read it (one line).
     """
-    return self._latest.restore(
-        step, args=ocp.args.StandardRestore(abstract_state))
+    path = os.path.join(self._states_dir, str(step))
+    try:
+      return self._ckptr.restore(path, args=ocp.args.StandardRestore(abstract_state))
+    except (ValueError, KeyError, TypeError, OSError) as e:
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise CheckpointError(f'{path} does not restore: {first_line}') from e
+
+  # -- Best params -------------------------------------------------------------
 
   def save_best(self, step: int, params: Any, top1: float):
-    """Keeps `params` if `top1` beats every earlier evaluation."""
-    self._best.save(step, args=ocp.args.StandardSave(params),
-                    metrics={'top1': float(top1)}, force=True)
+    """Keeps `params` if `top1` beats every earlier evaluation of the run, restarts included.
 
-  def wait_until_finished(self):
-    self._latest.wait_until_finished()
-    self._best.wait_until_finished()
+    Args:
+      step: the step evaluated.
+      params: its params.
+      top1: its eval top-1.
+    """
+    better = broadcast(int(self.best_top1 is None or top1 > self.best_top1))
+    if not better:
+      return
+    path = os.path.join(self._best_dir, str(step))
+    self._ckptr.save(path, args=ocp.args.StandardSave(params), force=True)
+    if self._primary:
+      integrity.write_record(path, {'step': step, 'top1': float(top1)})
+      if self.best_step is not None and self.best_step != step:
+        _delete(os.path.join(self._best_dir, str(self.best_step)))
+    self.best_step, self.best_top1 = step, float(top1)
 
   def close(self):
-    self._latest.close()
-    self._best.close()
-
+    self._ckptr.close()
 
 
 def save_params(path: str, params: Any):
@@ -79,15 +230,21 @@ def save_params(path: str, params: Any):
 
 
 def restore_params(path: str) -> Any:
-  """Reads params written by `save_params`, or a run's `best/<step>` directory.
+  """Reads params written by `save_params`, a run's `best/<step>`, or its `checkpoints/<step>`.
 
   Args:
-    path: the checkpoint directory.
+    path: the checkpoint directory (of a train state, its params are returned). One
+      with an integrity record is verified first.
 
   Returns:
     The params pytree as NumPy arrays (host memory, no device placement).
+
+  Raises:
+    CheckpointError: the directory fails its integrity record.
   """
   path = os.path.abspath(path)
+  if os.path.isfile(os.path.join(path, integrity.RECORD_FILE)):
+    integrity.verify(path)
   # CheckpointManager puts its single item in a 'default' subdirectory.
   if os.path.isdir(os.path.join(path, 'default')):
     path = os.path.join(path, 'default')
@@ -95,4 +252,8 @@ def restore_params(path: str) -> Any:
     tree = ckptr.metadata(path).item_metadata.tree
     restore_args = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    return ckptr.restore(path, restore_args=restore_args)
+    restored = ckptr.restore(path, restore_args=restore_args)
+  # A train state (TrainState's fields): its params.
+  if set(restored) == {'step', 'params', 'opt_state', 'rng'}:
+    return restored['params']
+  return restored

@@ -3,12 +3,17 @@
 The same code runs on one CPU and on many hosts: host batches become global
 arrays sharded over every device, params are replicated (or FSDP-sharded with
 `config.shard_params`), and XLA inserts the gradient all-reduce.
+
+Before anything is written, the config is validated, the workdir locked and its
+config.json compared with the new config; both steps are compiled and checked
+against the device memory before the first update.
 """
 
+import contextlib
 import logging
+import math
 import os
 import signal
-import threading
 import time
 from typing import Any, Callable
 
@@ -21,9 +26,14 @@ import numpy as np
 from mvitv2_jax import convert
 from mvitv2_jax.data import pipeline
 from mvitv2_jax.train import checkpointing
+from mvitv2_jax.train import errors
+from mvitv2_jax.train import memory
 from mvitv2_jax.train import metrics
 from mvitv2_jax.train import optim
+from mvitv2_jax.train import preemption
 from mvitv2_jax.train import sharding
+from mvitv2_jax.train import validation
+from mvitv2_jax.train import workdir as workdir_lib
 from mvitv2_jax.train.step import (TrainState, abstract_train_state, create_model,
                                    create_train_state, make_eval_step, make_train_step)
 
@@ -32,6 +42,10 @@ log = logging.getLogger(__name__)
 # Where batches come from: anything with the three functions of `mvitv2_jax.data.pipeline`
 # that the trainer calls (num_examples, create_train_iterator, create_eval_iterator).
 DataSource = Any
+
+_TRAIN_REMEDY = ('lower config.batch_size, raise config.optim.grad_accum_steps, or set '
+                 'config.shard_params=True or config.model_overrides.remat=True')
+_EVAL_REMEDY = 'lower config.eval_batch_size'
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict, data: DataSource = pipeline) -> int:
@@ -45,6 +59,30 @@ def num_train_steps(config: ml_collections.ConfigDict, data: DataSource = pipeli
   if config.num_train_steps > 0:
     return config.num_train_steps
   return int(config.num_epochs * steps_per_epoch(config, data))
+
+
+def eval_config(config: ml_collections.ConfigDict,
+                data: DataSource = pipeline) -> ml_collections.ConfigDict:
+  """`config` with `eval_batch_size` no larger than one pass over the eval split needs.
+
+  Args:
+    config: the run config.
+    data: the data source (for the size of the eval split).
+
+  Returns:
+    A copy of `config` whose `eval_batch_size` is at most the split's example
+    count rounded up to a multiple of the device count.
+  """
+  n = jax.device_count()
+  examples = data.num_examples(config, config.eval_split)
+  needed = -(-examples // n) * n
+  if needed >= config.eval_batch_size:
+    return config
+  log.info('Eval batch %d instead of %d: the %d examples of %r, rounded up to a multiple '
+           'of the %d devices.', needed, config.eval_batch_size, examples, config.eval_split, n)
+  capped = config.copy_and_resolve_references()
+  capped.eval_batch_size = needed
+  return capped
 
 
 def evaluate(config: ml_collections.ConfigDict, eval_fn, params: Any,
@@ -66,7 +104,7 @@ def evaluate(config: ml_collections.ConfigDict, eval_fn, params: Any,
     acc.add(eval_fn(params, batch))
   sums = acc.sums()
   if not sums:
-    raise ValueError(f'The eval split {config.eval_split!r} gave no batches.')
+    raise errors.RunError(f'The eval split {config.eval_split!r} gave no batches.')
   count = sums['count']
   return {'loss': sums['loss'] / count, 'top1': sums['top1'] / count,
           'top5': sums['top5'] / count, 'count': count}
@@ -86,48 +124,34 @@ def _load_init_params(config: ml_collections.ConfigDict,
   return jax.device_put(loaded, params_shardings)
 
 
-def _check_batch_sizes(config: ml_collections.ConfigDict):
-  n = jax.device_count()
-  k = config.optim.grad_accum_steps
-  if config.batch_size % (n * k):
-    raise ValueError(f'batch_size {config.batch_size} must divide by '
-                     f'devices ({n}) x grad_accum_steps ({k}).')
-  if config.eval_batch_size % n:
-    raise ValueError(f'eval_batch_size {config.eval_batch_size} must divide '
-                     f'by the device count ({n}).')
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop polls, so it can save and exit."""
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    # Only set the flag: the handler runs between two bytecodes of the main thread,
-    # possibly inside a log write, where writing to the same stream again fails.
-    del signum, frame
-    self._flag.set()
-
-  def requested(self, at_boundary: bool) -> bool:
-    """Whether to stop now; all processes agree, checked at log boundaries."""
-    if jax.process_count() == 1:
-      return self._flag.is_set()
-    if not at_boundary:
-      return False
-    flags = multihost_utils.process_allgather(np.int32(self._flag.is_set()))
-    return bool(np.max(flags))
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: str):
+@contextlib.contextmanager
+def _locked(workdir: str):
+  """Holds the workdir's lock (process 0) for the run; every process learns the outcome."""
+  lock, error = None, None
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    try:
+      lock = workdir_lib.WorkdirLock(workdir)
+    except errors.WorkdirBusyError as e:
+      error = e
+  if jax.process_count() > 1:
+    locked = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+    if not locked and error is None:
+      error = errors.WorkdirBusyError(
+          f'process 0 could not lock {workdir}: another trainer holds it')
+  if error is not None:
+    raise error
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _check_resumed_config(config: ml_collections.ConfigDict, workdir: str):
+  """Refuses a config other than the one the workdir's checkpoints were trained with."""
+  states = os.path.join(workdir, checkpointing.CHECKPOINTS_DIR)
+  if os.path.isdir(states) and os.listdir(states):
+    workdir_lib.check_config(config, workdir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -138,50 +162,74 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Args:
     config: the run config (see configs/default.py).
     workdir: checkpoints, TensorBoard files and the resolved config go here;
-      a train run resumes from the latest checkpoint found in it.
+      a train run resumes from the newest checkpoint in it that verifies.
     data: where batches come from (default: TFDS through `mvitv2_jax.data.pipeline`).
     writer: `writer(workdir)` makes the metrics writer (`scalars(step, dict)`, `close()`).
 
   Returns:
     The final `TrainState` ('train') or the eval metrics dict ('eval').
+
+  Raises:
+    errors.ConfigError: a field is unusable (nothing is written).
+    errors.WorkdirBusyError: another trainer runs in `workdir`.
+    errors.ConfigMismatchError: `workdir` holds a run of another config.
+    errors.DoesNotFitError: a step needs more device memory than there is.
+    errors.Diverged: the loss or the params became non-finite.
+    errors.Interrupted: SIGINT or SIGTERM; the checkpoint of its step is saved.
   """
+  validation.validate(config)
+  validation.check_batch_sizes(config, jax.device_count())
   workdir = os.path.abspath(workdir)
-  _write_config(config, workdir)
-  _check_batch_sizes(config)
-  mesh = sharding.create_mesh()
-  with jax.set_mesh(mesh):
-    if config.mode == 'train':
-      return _train(config, workdir, mesh, data, writer)
-    if config.mode == 'eval':
+  with _locked(workdir):
+    mesh = sharding.create_mesh()
+    with jax.set_mesh(mesh):
+      if config.mode == 'train':
+        return _train(config, workdir, mesh, data, writer)
       return _evaluate_only(config, workdir, mesh, data, writer)
-  raise ValueError(f"mode must be 'train' or 'eval', not {config.mode!r}.")
+
+
+def _abstract_batch(batch_size: int, config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh, *, with_mask: bool) -> dict[str, Any]:
+  """Shape structs of a global batch, as `sharding.host_to_global` places it."""
+  s = sharding.data_sharding(mesh)
+  size = config.image_size
+  batch = {'image': jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.float32, sharding=s),
+           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=s)}
+  if with_mask:
+    batch['mask'] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=s)
+  return batch
+
+
+def _compiled_eval_step(model, mesh, params_abstract, params_shardings, config):
+  """The eval step compiled for `config.eval_batch_size`, checked against device memory."""
+  compiled = make_eval_step(model, mesh, params_shardings).lower(
+      params_abstract,
+      _abstract_batch(config.eval_batch_size, config, mesh, with_mask=True)).compile()
+  memory.check_fits(compiled, f'The eval step at eval_batch_size {config.eval_batch_size}',
+                    _EVAL_REMEDY)
+  return compiled
 
 
 def _evaluate_only(config, workdir, mesh, data, make_writer) -> dict[str, float]:
   """Evaluates `init_from` weights, or else the workdir's latest checkpoint."""
   model = create_model(config)
   tx = optim.create_optimizer(config, lambda _: 0.0)
+  abstract, shardings = abstract_train_state(config, model, tx, mesh)
   if config.init_from:
-    # Only the params' shapes are needed, to place the loaded params.
-    def init(rng):
-      images = jnp.zeros((1, config.image_size, config.image_size, 3))
-      return model.init({'params': rng}, images, train=False)['params']
-
-    params_shardings = sharding.state_shardings(
-        jax.eval_shape(init, jax.random.PRNGKey(config.seed)), mesh,
-        config.shard_params)
-    params = _load_init_params(config, params_shardings)
+    params = _load_init_params(config, shardings.params)
     step = 0
   else:
+    _check_resumed_config(config, workdir)
     ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
     step = ckpt.latest_step()
     if step is None:
-      raise ValueError(f'mode=eval needs init_from or a checkpoint in {workdir}.')
-    abstract, shardings = abstract_train_state(config, model, tx, mesh)
+      ckpt.close()
+      raise errors.ConfigError(
+          f'mode=eval needs config.init_from or a checkpoint in {workdir}/checkpoints')
     params = ckpt.restore(step, abstract).params
-    params_shardings = shardings.params
     ckpt.close()
-  eval_fn = make_eval_step(model, mesh, params_shardings)
+  config = eval_config(config, data)
+  eval_fn = _compiled_eval_step(model, mesh, abstract.params, shardings.params, config)
   results = evaluate(config, eval_fn, params, mesh, data)
   log.info('Eval of %s: %s', config.init_from or f'step {step}', results)
   writer = make_writer(workdir)
@@ -190,8 +238,82 @@ def _evaluate_only(config, workdir, mesh, data, make_writer) -> dict[str, float]
   return results
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _sane_loss_bound(num_classes: int) -> float:
+  """Ten times the loss of a uniform guess: params whose loss exceeds it have diverged."""
+  return 10 * max(math.log(num_classes), 1.0)
+
+
+def _divergence(problem: str, first_bad_state: int, next_loss: dict[int, float],
+                start_step: int, config: ml_collections.ConfigDict,
+                ckpt: checkpointing.Checkpointer, workdir: str) -> errors.Diverged:
+  """The error for a run whose state after `first_bad_state` updates is not usable.
+
+  A checkpoint is named good only if its params are finite (checked at save) and gave
+  a finite loss below `_sane_loss_bound` at the next update (`next_loss`, known for
+  the states of this process: the one it started from and those it saved). Saved
+  states newer than the good one are moved to corrupt/, so a restart resumes there.
+
+  Args:
+    problem: what went wrong, e.g. 'Loss is nan at step 8'.
+    first_bad_state: updates done by the first state known to be bad.
+    next_loss: state (updates done) -> the loss of the update that followed it.
+    start_step: the state this process started from.
+    config: the run config.
+    ckpt: the run's checkpointer.
+    workdir: the run directory.
+
+  Returns:
+    The error to raise, with one line naming the good checkpoint or saying there is none.
+  """
+  bound = _sane_loss_bound(config.num_classes)
+  good = -1
+  if jax.process_index() == 0:
+    candidates = [s for s, loss in next_loss.items()
+                  if s < first_bad_state and np.isfinite(loss) and loss <= bound]
+    while candidates and good < 0:
+      step = max(candidates)
+      candidates.remove(step)
+      if step in ckpt.saved_steps() and ckpt.newest_good_step(below=step + 1) == step:
+        good = step
+    for step in ckpt.saved_steps():
+      if step > good and step >= start_step:
+        loss = next_loss.get(step)
+        ckpt.quarantine_diverged(step, 'training from it diverged' if loss is None else
+                                 f'its params gave a loss of {loss:.4g} at the next step')
+  good = checkpointing.broadcast(good)
+  states = os.path.join(workdir, checkpointing.CHECKPOINTS_DIR)
+  if good < 0:
+    older = (f'; the checkpoints from before step {start_step} were not checked'
+             if start_step > 0 else '')
+    return errors.Diverged(
+        f'{problem}; stopping. No checkpoint since step {start_step} is good (finite params '
+        f'that gave a finite loss below {bound:.3g} at the next step){older}. Lower '
+        f'config.optim.base_lr and start again in a new workdir.')
+  return errors.Diverged(
+      f'{problem}; stopping. The last good checkpoint is step {good} in {states} (its '
+      f'params gave a loss of {next_loss[good]:.4g} at step {good + 1}); any later ones '
+      f'were moved to {os.path.join(workdir, checkpointing.CORRUPT_DIR)}. Lower '
+      f'config.optim.base_lr and start a new workdir from it with '
+      f'--config.init_from={os.path.join(states, str(good))}.')
+
+
 def _train(config, workdir, mesh, data, make_writer) -> TrainState:
   """The train loop: resume, step, log, evaluate, checkpoint, stop cleanly."""
+  # First: a signal from here on stops the run after its next step, saved.
+  stop = preemption.StopRequest()
+  try:
+    return _train_loop(config, workdir, mesh, data, make_writer, stop)
+  finally:
+    stop.restore()
+
+
+def _train_loop(config, workdir, mesh, data, make_writer,
+                stop: preemption.StopRequest) -> TrainState:
   epoch_steps = steps_per_epoch(config, data)
   total_steps = num_train_steps(config, data)
   eval_every = (config.eval_every_steps if config.eval_every_steps > 0
@@ -199,29 +321,49 @@ def _train(config, workdir, mesh, data, make_writer) -> TrainState:
   schedule = optim.create_schedule(config, epoch_steps, total_steps)
   tx = optim.create_optimizer(config, schedule)
   model = create_model(config)
+  _check_resumed_config(config, workdir)
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  last_saved = ckpt.latest_step()
-  if last_saved is not None:
-    log.info('Resuming from the checkpoint of step %d.', last_saved)
+  try:
+    last_saved = ckpt.latest_step()
     abstract, shardings = abstract_train_state(config, model, tx, mesh)
-    state = ckpt.restore(last_saved, abstract)
-  else:
-    state, shardings = create_train_state(config, model, tx, mesh)
-    if config.init_from:
-      log.info('Initialising params from %s.', config.init_from)
-      state = state.replace(
-          params=_load_init_params(config, shardings.params))
-  start_step = int(state.step)
-  log.info('Training steps %d..%d (%d per epoch) on %d devices.',
-               start_step, total_steps, epoch_steps, jax.device_count())
+    if last_saved is not None:
+      log.info('Resuming from the checkpoint of step %d.', last_saved)
+      state = ckpt.restore(last_saved, abstract)
+    else:
+      state, _ = create_train_state(config, model, tx, mesh)
+      if config.init_from:
+        log.info('Initialising params from %s.', config.init_from)
+        state = state.replace(params=_load_init_params(config, shardings.params))
+    start_step = int(state.step)
+    log.info('Training steps %d..%d (%d per epoch) on %d devices.',
+             start_step, total_steps, epoch_steps, jax.device_count())
 
-  train_fn = make_train_step(config, model, tx, schedule, mesh, shardings)
-  eval_fn = make_eval_step(model, mesh, shardings.params)
+    compile_start = time.time()
+    train_fn = make_train_step(config, model, tx, schedule, mesh, shardings).lower(
+        abstract, _abstract_batch(config.batch_size, config, mesh, with_mask=False)).compile()
+    memory.check_fits(train_fn, f'The train step at batch_size {config.batch_size}',
+                      _TRAIN_REMEDY)
+    eval_cfg = eval_config(config, data)
+    eval_fn = _compiled_eval_step(model, mesh, abstract.params, shardings.params, eval_cfg)
+    log.info('Compiled the train and eval steps in %.1f s.', time.time() - compile_start)
+    # Only now: a run that could not start leaves config.json as it was.
+    if jax.process_index() == 0:
+      workdir_lib.write_config(config, workdir)
+    return _run(config, workdir, mesh, data, make_writer, stop, ckpt, state, train_fn,
+                eval_fn, eval_cfg, start_step, total_steps, eval_every)
+  finally:
+    ckpt.close()
+
+
+def _run(config, workdir, mesh, data, make_writer, stop, ckpt, state, train_fn, eval_fn,
+         eval_cfg, start_step, total_steps, eval_every) -> TrainState:
+  """Steps from `start_step` to `total_steps`: log, evaluate, checkpoint, stop on a signal."""
   writer = make_writer(workdir)
-  preemption = _Preemption()
   batches = sharding.prefetch(
       data.create_train_iterator(config, start_step=start_step), mesh)
   pending = []  # Step metrics not yet fetched: fetching would sync.
+  # The loss each saved (or the starting) state gave at the update after it.
+  next_loss, awaiting = {}, {start_step}
   window_start, window_step = time.time(), start_step
   try:
     for step in range(start_step, total_steps):
@@ -229,14 +371,12 @@ def _train(config, workdir, mesh, data, make_writer) -> TrainState:
       pending.append(step_metrics)
       done = step + 1
       if step == start_step:
-        # Compilation is not throughput: the first window starts after it.
+        # The first step's time is not throughput: the window starts after it.
         jax.block_until_ready(step_metrics)
-        log.info('First step (with compilation) took %.1f s.',
-                     time.time() - window_start)
         window_start, window_step = time.time(), done
       at_log = done % config.log_every_steps == 0
-      stop = preemption.requested(at_log)
-      is_last = done == total_steps or stop
+      signum = stop.signal(at_log)
+      is_last = done == total_steps or signum
       save = done % config.checkpoint_every_steps == 0 or is_last
       run_eval = done % eval_every == 0 or done == total_steps
       if not (at_log or save or run_eval or is_last):
@@ -246,11 +386,14 @@ def _train(config, workdir, mesh, data, make_writer) -> TrainState:
       history = jax.device_get(pending)
       pending = []
       for i, m in enumerate(history):
+        update = done - len(history) + i + 1
+        # The loss of update k is that of the params after k - 1 updates.
+        if update - 1 in awaiting:
+          awaiting.discard(update - 1)
+          next_loss[update - 1] = float(m['loss'])
         if not np.isfinite(m['loss']):
-          bad_step = done - len(history) + i + 1
-          raise FloatingPointError(
-              f'Loss is {m["loss"]} at step {bad_step}; stopping. The last '
-              f'good checkpoint is step {last_saved} in {workdir}.')
+          raise _divergence(f'Loss is {m["loss"]} at step {update}', update - 1, next_loss,
+                            start_step, config, ckpt, workdir)
       means = {k: float(np.mean([m[k] for m in history])) for k in history[0]}
       scalars = {f'train/{k}': v for k, v in means.items()}
       speed = 'first step'  # Nothing timed yet when it is also a log step.
@@ -267,24 +410,25 @@ def _train(config, workdir, mesh, data, make_writer) -> TrainState:
       writer.scalars(done, scalars)
 
       if save:
+        if not bool(_all_finite(state.params)):
+          raise _divergence(f'The params are not finite after step {done}', done,
+                            next_loss, start_step, config, ckpt, workdir)
         ckpt.save(done, state)
-        last_saved = done
+        awaiting.add(done)
       if run_eval:
-        results = evaluate(config, eval_fn, state.params, mesh, data)
+        results = evaluate(eval_cfg, eval_fn, state.params, mesh, data)
         log.info('step %d eval: loss %.4f  top-1 %.4f  top-5 %.4f '
-                     '(%d images)', done, results['loss'], results['top1'],
-                     results['top5'], results['count'])
+                 '(%d images)', done, results['loss'], results['top1'],
+                 results['top5'], results['count'])
         writer.scalars(done, {f'eval/{k}': v for k, v in results.items()})
         ckpt.save_best(done, state.params, results['top1'])
         window_start = time.time()  # Eval time is not training throughput.
-      if stop:
-        log.warning('Stopped at step %d on SIGTERM (checkpoint saved).',
-                        done)
-        break
+      if signum and done < total_steps:  # A run that got to its end has finished.
+        name = signal.Signals(signum).name
+        raise errors.Interrupted(
+            signum, done, f'Stopped on {name} at step {done}; its checkpoint is saved in '
+            f'{workdir}/{checkpointing.CHECKPOINTS_DIR}. Run the same command to resume.')
   finally:
     batches.close()
-    preemption.restore()
-    ckpt.wait_until_finished()
-    ckpt.close()
     writer.close()
   return state

@@ -1,8 +1,9 @@
-"""A learnable in-memory stand-in for `input_pipeline` (tests only).
+"""A learnable in-memory stand-in for `mvitv2_jax.data.pipeline` (tests only).
 
 Class c is a fixed random colour plus pixel noise, so a tiny model learns it in
-a few steps. Same interface as `mvitv2_jax.input_pipeline`: deterministic in the
-config's seed and step, so `start_step` resumes the stream exactly.
+a few steps. Same interface as `mvitv2_jax.data.pipeline`: deterministic in the
+config's seed and step, so `start_step` resumes the stream exactly, and the global
+batch is the same for any number of processes.
 """
 
 import jax
@@ -31,25 +32,35 @@ def num_examples(config, split):
 
 
 def create_train_iterator(config, *, start_step=0):
+  """This process's rows of a global batch that depends on the seed and step alone."""
   local_batch = config.batch_size // jax.process_count()
+  first = jax.process_index() * local_batch
   step = start_step
   while True:
-    rng = np.random.default_rng([config.seed, step, jax.process_index()])
-    images, labels = _examples(config, rng, local_batch)
-    yield {'image': images, 'label': labels}
+    images, labels = _examples(config, np.random.default_rng([config.seed, step]),
+                               config.batch_size)
+    yield {'image': images[first:first + local_batch],
+           'label': labels[first:first + local_batch]}
     step += 1
 
 
 def create_eval_iterator(config):
-  """One pass; the last batch is padded with masked zero examples."""
-  local_batch = config.eval_batch_size // jax.process_count()
-  n = config.num_eval_examples // jax.process_count()
-  images, labels = _examples(config, np.random.default_rng([99]), n)
-  for start in range(0, n, local_batch):
-    im, lb = images[start:start + local_batch], labels[start:start + local_batch]
-    pad = local_batch - len(lb)
+  """One pass; each process takes its slice, padded with masked zero examples.
+
+  Every process yields the same number of batches (as the TFDS pipeline does).
+  """
+  processes = jax.process_count()
+  local_batch = config.eval_batch_size // processes
+  total = config.num_eval_examples
+  images, labels = _examples(config, np.random.default_rng([99]), total)
+  mine = np.array_split(np.arange(total), processes)[jax.process_index()]
+  num_batches = -(-(-(-total // processes)) // local_batch)
+  for b in range(num_batches):
+    rows = mine[b * local_batch:(b + 1) * local_batch]
+    pad = local_batch - len(rows)
     yield {
-        'image': np.concatenate([im, np.zeros((pad,) + im.shape[1:], im.dtype)]),
-        'label': np.concatenate([lb, np.zeros(pad, np.int32)]),
-        'mask': np.arange(local_batch) < len(lb),
+        'image': np.concatenate([images[rows],
+                                 np.zeros((pad,) + images.shape[1:], images.dtype)]),
+        'label': np.concatenate([labels[rows], np.zeros(pad, np.int32)]),
+        'mask': np.arange(local_batch) < len(rows),
     }

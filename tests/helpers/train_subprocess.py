@@ -1,44 +1,107 @@
 """Runs `train_and_evaluate` on the tiny config and synthetic data (tests only).
 
 Usage: python -m tests.helpers.train_subprocess WORKDIR JSON_OVERRIDES [HOLD_AFTER_STEP]
+           [--release FILE] [--record DIR]
+           [--coordinator HOST:PORT --num_processes N --process_id I]
 
 With HOLD_AFTER_STEP the run prints 'HOLDING <step>' once the checkpoint of that step
-is on disk, then waits forever: the test kills it there, at a known point.
+is on disk, then waits until FILE exists (forever without --release): the test kills
+or signals it there, at a known point. With --record, process 0 writes the scalars
+(`scalars.json`, also when the run stops early) and the final params (`params.npz`)
+to DIR instead of TensorBoard files. The exit status is main.py's: 0, 1 or 2 with an 'error:' line, 128 + signal
+after a stop on SIGINT or SIGTERM.
 """
 
+import argparse
 import json
 import logging
+import os
 import sys
 import time
 
+import jax
+import numpy as np
+
 from mvitv2_jax import train
 from mvitv2_jax.train import checkpointing
+from mvitv2_jax.train import errors
+from mvitv2_jax.train import metrics
 from tests.helpers import synthetic_data
 from tests.helpers import training
 
 
-def _hold_after(step: int):
+def _hold_after(step: int, release: str | None):
   save = checkpointing.Checkpointer.save
 
   def save_then_hold(self, saved_step, state):
     save(self, saved_step, state)
     if saved_step == step:
-      self.wait_until_finished()
       print(f'HOLDING {step}', flush=True)
-      while True:
-        time.sleep(60)
+      while not (release and os.path.exists(release)):
+        time.sleep(0.05)
 
   checkpointing.Checkpointer.save = save_then_hold
 
 
-def main():
-  workdir, overrides = sys.argv[1], json.loads(sys.argv[2])
-  if len(sys.argv) > 3:
-    _hold_after(int(sys.argv[3]))
+class _RecordingWriter:
+  """Keeps every scalar; process 0 writes them to `<record>/scalars.json` on close."""
+
+  def __init__(self, record: str | None):
+    self._record = record
+    self.scalars_by_step = {}
+
+  def scalars(self, step, values):
+    self.scalars_by_step.setdefault(int(step), {}).update(
+        {k: float(v) for k, v in values.items()})
+
+  def close(self):
+    if self._record and jax.process_index() == 0:
+      with open(os.path.join(self._record, 'scalars.json'), 'w') as f:
+        json.dump(self.scalars_by_step, f)
+
+
+def _save_params(record: str, params):
+  flat = {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
+  np.savez(os.path.join(record, 'params.npz'), **flat)
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser()
+  parser.add_argument('workdir')
+  parser.add_argument('overrides', type=json.loads)
+  parser.add_argument('hold_after', type=int, nargs='?')
+  parser.add_argument('--release')
+  parser.add_argument('--record')
+  parser.add_argument('--coordinator')
+  parser.add_argument('--num_processes', type=int)
+  parser.add_argument('--process_id', type=int)
+  parser.add_argument('--heartbeat_timeout', type=int, default=100)
+  args = parser.parse_args()
+  if args.coordinator:
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                               heartbeat_timeout_seconds=args.heartbeat_timeout)
+  if args.hold_after is not None:
+    _hold_after(args.hold_after, args.release)
+  if args.record:
+    os.makedirs(args.record, exist_ok=True)
   logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s', force=True)
-  train.train_and_evaluate(training.tiny_config(**overrides), workdir, data=synthetic_data)
+  try:
+    writer = (lambda _: _RecordingWriter(args.record)) if args.record else metrics.SummaryWriter
+    state = train.train_and_evaluate(
+        training.tiny_config(**args.overrides), args.workdir, data=synthetic_data,
+        writer=writer)
+  except errors.Interrupted as e:
+    print(f'INTERRUPTED {e.step}: {e}', flush=True)
+    return e.exit_status
+  except errors.RunError as e:
+    print(f'error: {e}', flush=True)
+    return e.exit_status
+  if args.record and jax.process_index() == 0:
+    _save_params(args.record, state.params)
   print('DONE', flush=True)
+  return 0
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -1,9 +1,12 @@
-"""Tiny configs and a subprocess runner for the trainer tests (tests only)."""
+"""Tiny configs and subprocess runners for the trainer tests (tests only)."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 from configs import default
 
@@ -52,14 +55,94 @@ def subprocess_env(**extra):
   return env
 
 
-def run_train_subprocess(workdir, overrides, *, devices=1, wait=True, hold_after=None):
-  """Starts `train_subprocess.py`; returns the Popen (or its result)."""
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that was free a moment ago."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def run_train_subprocess(workdir, overrides, *, devices=1, wait=True, hold_after=None,
+                         release=None, record=None, distributed=None):
+  """Starts `train_subprocess.py`; returns the Popen (or its result).
+
+  Args:
+    workdir: the run's workdir.
+    overrides: dotted config overrides for `tiny_config`.
+    devices: simulated CPU devices of the process.
+    wait: wait for the exit and return `(returncode, output)`.
+    hold_after: hold after saving this step (see train_subprocess.py).
+    release: a file whose creation ends the hold.
+    record: a directory for the scalars and final params (process 0).
+    distributed: `(coordinator 'host:port', num_processes, process_id)`.
+  """
   env = subprocess_env(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  cmd = [sys.executable, '-m', 'tests.helpers.train_subprocess', workdir,
+  cmd = [sys.executable, '-m', 'tests.helpers.train_subprocess', str(workdir),
          json.dumps(overrides)] + ([str(hold_after)] if hold_after is not None else [])
+  if release:
+    cmd += ['--release', str(release)]
+  if record:
+    cmd += ['--record', str(record)]
+  if distributed:
+    coordinator, num_processes, process_id = distributed
+    cmd += ['--coordinator', coordinator, '--num_processes', str(num_processes),
+            '--process_id', str(process_id), '--heartbeat_timeout', '10']
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   if not wait:
     return proc
   out, _ = proc.communicate(timeout=600)
   return proc.returncode, out
+
+
+class Output:
+  """A subprocess's output, read on a thread so that every wait has a timeout."""
+
+  def __init__(self, proc: subprocess.Popen):
+    self.proc = proc
+    self._lines = []
+    self._ended = False
+    self._cond = threading.Condition()
+    self._thread = threading.Thread(target=self._read, daemon=True)
+    self._thread.start()
+
+  def _read(self):
+    for line in self.proc.stdout:
+      with self._cond:
+        self._lines.append(line)
+        self._cond.notify_all()
+    with self._cond:
+      self._ended = True
+      self._cond.notify_all()
+
+  def text(self) -> str:
+    with self._cond:
+      return ''.join(self._lines)
+
+  def wait_for(self, prefix: str, timeout: float = 300) -> str:
+    """Waits for a line starting with `prefix`; returns it.
+
+    Raises:
+      AssertionError: the output ended or `timeout` passed first (with the output).
+    """
+    deadline = time.time() + timeout
+    with self._cond:
+      while True:
+        for line in self._lines:
+          if line.startswith(prefix):
+            return line
+        left = deadline - time.time()
+        if self._ended or left <= 0:
+          break
+        self._cond.wait(left)
+    raise AssertionError(f'no {prefix!r} line; output:\n{self.text()}')
+
+  def finish(self, timeout: float = 300) -> tuple[int, str]:
+    """Waits for the exit (killing the process after `timeout`); `(returncode, output)`."""
+    try:
+      self.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      self.proc.wait()
+    self._thread.join(10)
+    return self.proc.returncode, self.text()

@@ -15,6 +15,7 @@ import pytest
 from mvitv2_jax import train
 from mvitv2_jax.data import pipeline
 from mvitv2_jax.train import checkpointing
+from mvitv2_jax.train import integrity
 from mvitv2_jax.train import optim
 from mvitv2_jax.train import sharding
 from mvitv2_jax.train import step as step_lib
@@ -106,26 +107,76 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   assert _max_diff(jax.device_get(state.params), ref_params) <= 1e-6
 
 
+def _largest_file(directory):
+  files = [os.path.join(root, n) for root, _, names in os.walk(directory) for n in names
+           if n != integrity.RECORD_FILE]
+  return max(files, key=os.path.getsize)
+
+
+def _truncate(step_dir):
+  path = _largest_file(step_dir)
+  os.truncate(path, os.path.getsize(path) - 1)
+
+
+def _flip_byte(step_dir):
+  path = _largest_file(step_dir)
+  with open(path, 'r+b') as f:
+    data = bytearray(f.read())
+    data[len(data) // 2] ^= 0x80
+    f.seek(0)
+    f.write(data)
+
+
+def _delete_metadata(step_dir):
+  os.remove(os.path.join(step_dir, '_METADATA'))
+
+
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+def test_kill_loop_with_corrupt_latest_step_resumes_exactly(reference, tmp_path):
+  _, ref_params, _ = reference
+  # (hold after, corrupt the step held at, the step the next start resumes from)
+  rounds = [(10, _truncate, None), (10, _delete_metadata, 5), (15, _flip_byte, 5)]
+  for hold_after, corrupt, resumes_from in rounds:
+    proc = training.run_train_subprocess(str(tmp_path), RUN, wait=False, hold_after=hold_after)
+    out = training.Output(proc)
+    try:
+      out.wait_for(f'HOLDING {hold_after}')
+    finally:
+      proc.kill()
+    text = out.finish()[1]
+    if resumes_from is not None:
+      assert 'Skipping the corrupt checkpoint checkpoints/' in text, text
+      assert f'Resuming from the checkpoint of step {resumes_from}.' in text, text
+    corrupt(str(tmp_path / 'checkpoints' / str(hold_after)))
+  state, _ = _train(tmp_path, **RUN)  # Step 15 is corrupt: it resumes from 10.
+  assert int(state.step) == 20
+  assert _max_diff(jax.device_get(state.params), ref_params) <= 1e-6
+  assert sorted(os.listdir(tmp_path / 'corrupt')) == [
+      'checkpoints-10', 'checkpoints-10.2', 'checkpoints-15']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_exits_with_its_status(tmp_path, signum):
   proc = training.run_train_subprocess(
-      str(tmp_path), {'num_train_steps': 100_000, 'log_every_steps': 1},
-      wait=False)
-  lines = []
+      str(tmp_path), {'num_train_steps': 100_000, 'log_every_steps': 1}, wait=False)
+  out = training.Output(proc)
   try:
-    for line in proc.stdout:
-      lines.append(line)
-      if 'step 3/' in line:
-        proc.send_signal(signal.SIGTERM)
-        break
-    out = ''.join(lines) + proc.communicate(timeout=300)[0]
+    out.wait_for('step 3/')
+    proc.send_signal(signum)
+    proc.send_signal(signum)  # A second one, as an impatient Ctrl-C, changes nothing.
+    returncode, text = out.finish(timeout=300)
   finally:
-    proc.kill()  # A run that ignored SIGTERM must not outlive the test.
-  assert proc.returncode == 0, out
-  assert 'DONE' in out
-  steps = [int(s) for s in os.listdir(tmp_path / 'checkpoints')]
-  assert steps and 3 <= max(steps) < 100_000, steps
+    proc.kill()  # A run that ignored the signal must not outlive the test.
+  assert returncode == 128 + signum, text
+  assert f'Stopped on {signal.Signals(signum).name} at step' in text
+  last = max(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
+  assert 3 <= last < 100_000, last
+  assert f'INTERRUPTED {last}:' in text
+  assert integrity.verify(str(tmp_path / 'checkpoints' / str(last)))['step'] == last
   assert glob.glob(str(tmp_path / 'events.out.tfevents.*')), os.listdir(tmp_path)
+  state, _ = _train(tmp_path, num_train_steps=last + 1, log_every_steps=1)
+  assert int(state.step) == last + 1
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
