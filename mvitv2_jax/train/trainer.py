@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable
 
 import jax
+from jax._src import distributed  # The coordination service's barrier (no public API).
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
@@ -302,6 +303,16 @@ def _divergence(problem: str, first_bad_state: int, next_loss: dict[int, float],
       f'--config.init_from={os.path.join(states, str(good))}.')
 
 
+# How long processes wait for each other to finish compiling before the first step.
+_START_TIMEOUT_MS = 30 * 60 * 1000
+
+
+def _wait_for_every_process(name: str):
+  """A barrier outside XLA: gloo gives a late peer only 30 s to join the first collective."""
+  if jax.process_count() > 1:
+    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=_START_TIMEOUT_MS)
+
+
 def _train(config, workdir, mesh, data, make_writer) -> TrainState:
   """The train loop: resume, step, log, evaluate, checkpoint, stop cleanly."""
   # First: a signal from here on stops the run after its next step, saved.
@@ -349,6 +360,7 @@ def _train_loop(config, workdir, mesh, data, make_writer,
     # Only now: a run that could not start leaves config.json as it was.
     if jax.process_index() == 0:
       workdir_lib.write_config(config, workdir)
+    _wait_for_every_process(f'mvitv2_jax: compiled, starting at step {start_step}')
     return _run(config, workdir, mesh, data, make_writer, stop, ckpt, state, train_fn,
                 eval_fn, eval_cfg, start_step, total_steps, eval_every)
   finally:
