@@ -20,6 +20,7 @@ import numpy as np
 
 from mvitv2_jax import convert
 from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import sources
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import metrics
 from mvitv2_jax.train import optim
@@ -82,7 +83,7 @@ def _load_init_params(config: ml_collections.ConfigDict,
   loaded = convert.load_params(
       config.init_from, config.model, num_classes=config.num_classes,
       image_size=config.image_size, drop_head=config.init_drop_head,
-      seed=config.seed, **config.model_overrides.to_dict())
+      inflate=config.init_inflate, seed=config.seed, **config.model_overrides.to_dict())
   return jax.device_put(loaded, params_shardings)
 
 
@@ -131,7 +132,7 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       data: DataSource = pipeline,
+                       data: DataSource | None = None,
                        writer: Callable[[str], Any] = metrics.SummaryWriter) -> Any:
   """Runs `config.mode` ('train' or 'eval') with outputs in `workdir`.
 
@@ -139,13 +140,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     config: the run config (see configs/default.py).
     workdir: checkpoints, TensorBoard files and the resolved config go here;
       a train run resumes from the latest checkpoint found in it.
-    data: where batches come from (default: TFDS through `mvitv2_jax.data.pipeline`).
+    data: where batches come from (default: TFDS through `mvitv2_jax.data.pipeline`, or
+      `mvitv2_jax.data.video` for a config with a `video` section).
     writer: `writer(workdir)` makes the metrics writer (`scalars(step, dict)`, `close()`).
 
   Returns:
     The final `TrainState` ('train') or the eval metrics dict ('eval').
   """
   workdir = os.path.abspath(workdir)
+  data = data or sources.for_config(config)
   _write_config(config, workdir)
   _check_batch_sizes(config)
   mesh = sharding.create_mesh()
@@ -164,7 +167,7 @@ def _evaluate_only(config, workdir, mesh, data, make_writer) -> dict[str, float]
   if config.init_from:
     # Only the params' shapes are needed, to place the loaded params.
     def init(rng):
-      images = jnp.zeros((1, config.image_size, config.image_size, 3))
+      images = jnp.zeros((1, *model.cfg.input_size, 3))
       return model.init({'params': rng}, images, train=False)['params']
 
     params_shardings = sharding.state_shardings(

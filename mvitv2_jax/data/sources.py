@@ -1,0 +1,11 @@
+"""Which input pipeline a config reads: videos when it has a `video` section, else images."""
+
+import ml_collections
+
+from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import video
+
+
+def for_config(config: ml_collections.ConfigDict):
+  """The data source module (`num_examples`, `create_train_iterator`, `create_eval_iterator`)."""
+  return video if 'video' in config else pipeline
