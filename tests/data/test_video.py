@@ -145,6 +145,13 @@ def test_train_is_deterministic_and_resumes_exactly_mid_epoch(demo_dir):
     np.testing.assert_array_equal(resumed['label'], fresh[start]['label'])
 
 
+def test_simulated_processes_get_their_own_videos(demo_dir):
+  config = _config(demo_dir)
+  batches = [next(video._train_batches(config, 0, index, 2)) for index in range(2)]
+  assert all(b['image'].shape == (4, 4, 16, 16, 3) for b in batches)
+  assert not np.array_equal(batches[0]['image'], batches[1]['image'])
+
+
 @pytest.mark.parametrize('process_count', [1, 2])
 def test_eval_counts_every_video_once_with_all_views(demo_dir, process_count):
   config = _config(demo_dir)  # 21 videos, batches of 6: the last one padded.
