@@ -49,6 +49,8 @@ def get_config():
 
   # Optimizer and schedule (official: AdamW, lr 2.5e-4 per 256 images).
   config.optim = ml_collections.ConfigDict()
+  config.optim.name = 'adamw'  # Or 'sgd' (Nesterov momentum, L2 decay: PySlowFast's SSv2).
+  config.optim.momentum = 0.9  # SGD only.
   config.optim.base_lr = 2.5e-4  # Per 256 images: lr = base_lr * batch_size / 256.
   config.optim.warmup_start_lr = 1e-8  # Per 256 images, like base_lr.
   config.optim.min_lr = 1e-6  # Per 256 images: the cosine ends here.
@@ -67,6 +69,7 @@ def get_config():
   config.mode = 'train'  # 'train' or 'eval'.
   config.init_from = ''  # Converted (orbax) or PyTorch checkpoint to start from.
   config.init_drop_head = False  # With init_from: re-initialise the head (new label set).
+  config.init_inflate = False  # With init_from: an image checkpoint for a video model.
   config.num_epochs = 300
   config.num_train_steps = -1  # -1: derive from num_epochs.
   config.seed = 0

@@ -4,6 +4,7 @@ Examples (from the repository root):
   python -m tools.benchmark --variants mvitv2_s --batch_sizes 8 \
       --dtypes float32,bfloat16 --modes inference,train --json_out bench.jsonl
   python -m tools.benchmark --modes input --batch_sizes 64 --image_sizes 64
+  python -m tools.benchmark --modes video_input --batch_sizes 8 --input_batches 4
 
 Every case is compiled ahead of time (compile time reported separately), warmed up,
 then timed one step at a time with `block_until_ready`. The repeats of all cases are
@@ -287,8 +288,29 @@ def run_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[s
               images_per_cpu_s=throughput['images_per_cpu_s'])
 
 
+def run_video_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[str, Any]:
+  """Times the video train pipeline (Kinetics recipe, MViTv2-S 16x4 clips) on 256x320 videos."""
+  from configs.video import kinetics  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax.data import pipeline, video  # pylint: disable=g-import-not-at-top
+  config = kinetics.get_config()
+  config.dataset = 'mvitv2_demo_motion/large'
+  config.num_classes = 8
+  config.batch_size = batch_size
+  config.image_size = image_size
+  config.shuffle_buffer = 32
+  throughput = pipeline.measure_throughput(config, num_batches,
+                                           create_iterator=video.create_train_iterator)
+  clips_per_s = throughput['images_per_s']
+  cores = os.cpu_count() or 1
+  return dict(mode='video_input', dataset=config.dataset, batch_size=batch_size,
+              image_size=image_size, num_frames=video.clip_length(config),
+              timed_batches=num_batches, clips_per_s=clips_per_s, host_cores=cores,
+              clips_per_s_per_core=clips_per_s / cores,
+              clips_per_cpu_s=throughput['images_per_cpu_s'])
+
+
 def _print_table(results: list[dict[str, Any]]) -> None:
-  model_rows = [r for r in results if r['mode'] != 'input']
+  model_rows = [r for r in results if r['mode'] not in ('input', 'video_input')]
   if model_rows:
     header = ('variant', 'mode', 'batch', 'size', 'dtype', 'attention', 'pool', 'compile_s',
               'img/s med', 'img/s best', 'xla GF/img', 'model GF/img', 'TFLOP/s', 'MFU')
@@ -307,6 +329,12 @@ def _print_table(results: list[dict[str, Any]]) -> None:
             f"{r['images_per_s']:.1f} img/s = {r['images_per_s_per_core']:.1f} img/s per "
             f"host core (os.cpu_count() = {r['host_cores']}); "
             f"{r['images_per_cpu_s']:.1f} img per CPU-second of this process")
+    if r['mode'] == 'video_input':
+      print(f"video input {r['dataset']} batch {r['batch_size']} clips of "
+            f"{r['num_frames']}x{r['image_size']}: {r['clips_per_s']:.2f} clips/s = "
+            f"{r['clips_per_s_per_core']:.2f} clips/s per host core (os.cpu_count() = "
+            f"{r['host_cores']}); {r['clips_per_cpu_s']:.2f} clips per CPU-second of "
+            "this process")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -319,7 +347,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="Default: each variant's build size.")
   p.add_argument('--dtypes', type=csv, default=['float32'], help='float32 and/or bfloat16.')
   p.add_argument('--modes', '--mode', type=csv, default=['inference', 'train'],
-                 help='inference, train and/or input (the TFDS pipeline alone).')
+                 help='inference, train, input (the TFDS pipeline alone) and/or '
+                 'video_input (the video train pipeline, 16-frame clips).')
   p.add_argument('--input_only', action='store_true', help='Same as --modes input.')
   p.add_argument('--warmup', type=int, default=2, help='Untimed steps per case.')
   p.add_argument('--steps', type=int, default=5, help='Timed steps per case.')
@@ -340,7 +369,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   if args.input_only:
     args.modes = ['input']
   for mode in args.modes:
-    if mode not in ('inference', 'train', 'input'):
+    if mode not in ('inference', 'train', 'input', 'video_input'):
       p.error(f'unknown mode {mode!r}')
   return args
 
@@ -351,7 +380,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   reuses_freed_memory = (args.reuse_host_memory and host_memory.runs_on_cpu()
                          and host_memory.reuse_freed_memory())
   results = []
-  model_modes = [m for m in args.modes if m != 'input']
+  model_modes = [m for m in args.modes if m not in ('input', 'video_input')]
   cases = []
   for variant, batch, dtype, mode, attention, pool in itertools.product(
       args.variants, args.batch_sizes, args.dtypes, model_modes, args.attention_impls,
@@ -363,6 +392,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   if 'input' in args.modes:
     for batch, size in itertools.product(args.batch_sizes, args.image_sizes or [64]):
       results.append(run_input_case(batch, size, args.input_batches))
+  if 'video_input' in args.modes:
+    for batch, size in itertools.product(args.batch_sizes, args.image_sizes or [224]):
+      results.append(run_video_input_case(batch, size, args.input_batches))
   for r in results:
     r['host_malloc_reuse'] = reuses_freed_memory
   _print_table(results)

@@ -88,18 +88,16 @@ def _resize_pos_embed(name: str, value: np.ndarray, want: tuple[int, ...],
 
 
 def image_size_multiple(cfg: mvit.MViTv2Config) -> int:
-  """What build sizes must be a multiple of: the patch stride times the largest pooling.
+  """What build sizes must be a multiple of: the patch stride times the stage strides.
 
-  Each stage entry divides the token grid by its q stride and the first kv pooling by
-  `kv_stride`; the image models' rel-pos tables assume these divisions are exact. Models
-  that resize their tables when applied (PySlowFast's) or have none need only the patch
-  stride.
+  Each stage entry divides the token grid by its q stride; the image models' rel-pos
+  tables assume these divisions are exact. Models that resize their tables when applied
+  (PySlowFast's) or have none need only the patch stride.
   """
   patch = cfg.per_axis(cfg.patch_stride)[-1]
   if cfg.rel_pos_interpolate or not cfg.rel_pos:
     return patch
-  q_stride, kv_stride = cfg.per_axis(cfg.q_stride)[-1], cfg.per_axis(cfg.kv_stride)[-1]
-  return patch * max(q_stride ** (len(cfg.depths) - 1), kv_stride)
+  return patch * cfg.per_axis(cfg.q_stride)[-1] ** (len(cfg.depths) - 1)
 
 
 def guess_variant(state_dict: dict[str, np.ndarray]) -> str | None:

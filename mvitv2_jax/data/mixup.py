@@ -103,9 +103,11 @@ def mix_batch(rng: jax.Array, images: jax.Array, labels: jax.Array,
               label_smoothing: float) -> tuple[jax.Array, jax.Array]:
   """Mixes a global batch with its reverse and builds smoothed soft targets.
 
+  Videos mix alike: one coefficient, and one CutMix box for all frames of a clip.
+
   Args:
     rng: PRNG key.
-    images: float [B, H, W, C] (any float dtype; it is kept).
+    images: float [B, H, W, C] or clips [B, T, H, W, C] (any float dtype; it is kept).
     labels: int [B].
     num_classes: C_out, number of classes.
     mixup_alpha: Beta(alpha, alpha) for mixup; 0 disables mixup.
@@ -115,14 +117,15 @@ def mix_batch(rng: jax.Array, images: jax.Array, labels: jax.Array,
     label_smoothing: smoothing folded into the targets.
 
   Returns:
-    (images [B, H, W, C] same dtype, targets float32 [B, C_out] summing to 1).
+    (images, same shape and dtype, targets float32 [B, C_out] summing to 1).
   """
-  _, height, width, _ = images.shape
+  height, width = images.shape[-3:-1]
   pixel_weight, lam = sample_mix_weights(
       rng, height, width, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
       mixup_prob=mixup_prob, cutmix_switch_prob=cutmix_switch_prob)
   targets = smoothed_one_hot(labels, num_classes, label_smoothing)
   targets = lam * targets + (1.0 - lam) * targets[::-1]
-  weight = pixel_weight[None, :, :, None].astype(images.dtype)
+  weight = pixel_weight.reshape((1,) * (images.ndim - 3) + (height, width, 1))
+  weight = weight.astype(images.dtype)
   mixed = weight * images + (1 - weight) * images[::-1]
   return mixed, targets

@@ -8,10 +8,11 @@ still-encoded records. Eval: one ordered pass, padded with masked zeros so every
 process yields the same number of batches and each example counts once.
 """
 
+import functools
 import itertools
 import os
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import ml_collections
@@ -22,11 +23,16 @@ import tensorflow_datasets as tfds
 from mvitv2_jax.data import augment
 from mvitv2_jax.data import demo_dataset
 from mvitv2_jax.data import imagenet
+from mvitv2_jax.data import video_demo
+from mvitv2_jax.data import video_folder
 
 _CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
-_SELF_BUILDING_DATASETS = (demo_dataset.MViTv2DemoShapes.name,)
+_SELF_BUILDING_DATASETS = (demo_dataset.MViTv2DemoShapes.name,
+                           video_demo.MViTv2DemoMotion.name)
 
 Batch = dict[str, np.ndarray]
+# (index in the epoch, encoded record, epoch seed) -> augmented example(s).
+Transform = Callable[[tf.Tensor, dict, int], dict]
 
 
 class DatasetNotPreparedError(RuntimeError):
@@ -40,7 +46,7 @@ class DatasetNotPreparedError(RuntimeError):
 
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   builder = tfds.builder(config.dataset, data_dir=config.data_dir or None)
-  if config.dataset in _SELF_BUILDING_DATASETS and not builder.is_prepared():
+  if builder.name in _SELF_BUILDING_DATASETS and not builder.is_prepared():
     builder.download_and_prepare()
   return builder
 
@@ -53,17 +59,19 @@ def _prepare_instructions(builder: tfds.core.DatasetBuilder) -> str:
         f'Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
         f'https://image-net.org/download-images (registration needed) into '
         f'{manual_dir}/, then run: tfds build imagenet2012 --data_dir={root}')
+  if builder.name == video_folder.MViTv2VideoFrames.name:
+    return video_folder.prepare_instructions(builder.builder_config.name, root)
   return f'Prepare it with: tfds build {builder.name} --data_dir={root}'
 
 
-def _read(builder: tfds.core.DatasetBuilder, split, *, shuffle_seed=None,
-          options: tf.data.Options | None = None) -> tf.data.Dataset:
-  """Encoded examples {'image': bytes, 'label': int64}, in a fixed order per seed."""
+def _read(builder: tfds.core.DatasetBuilder, split, *, encoded_key: str = 'image',
+          shuffle_seed=None, options: tf.data.Options | None = None) -> tf.data.Dataset:
+  """Records with `encoded_key` left encoded (e.g. image bytes), in a fixed order per seed."""
   read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options)
   try:
     return builder.as_dataset(
         split=split, shuffle_files=shuffle_seed is not None,
-        decoders={'image': tfds.decode.SkipDecoding()}, read_config=read_config)
+        decoders={encoded_key: tfds.decode.SkipDecoding()}, read_config=read_config)
   except AssertionError as e:  # What TFDS raises when the data is missing.
     raise DatasetNotPreparedError(
         f'Dataset {builder.name!r} is not prepared in {builder.data_dir_root}. '
@@ -184,7 +192,7 @@ def _resize_crop_uint8(crop: tf.Tensor, size: int) -> tf.Tensor:
       lambda: imagenet.resize_uint8(crop, size, size))
 
 
-def _train_example(index: tf.Tensor, example: dict, *, epoch_seed: int,
+def _train_example(index: tf.Tensor, example: dict, epoch_seed: int, *,
                    config: ml_collections.ConfigDict) -> dict:
   """Decode, RandomResizedCrop, flip, RandAugment, normalise, erase one example."""
   aug = config.aug
@@ -212,8 +220,7 @@ def _train_example(index: tf.Tensor, example: dict, *, epoch_seed: int,
 
 def _eval_example(example: dict, *, size: int, crop_pct: float) -> dict:
   return {'image': imagenet.eval_image(example['image'], size, crop_pct),
-          'label': tf.cast(example['label'], tf.int32),
-          'mask': tf.constant(True)}
+          'label': tf.cast(example['label'], tf.int32)}
 
 
 # ---------------------------------------------------------------------------
@@ -228,45 +235,79 @@ def _epoch_seed(seed: int, process_index: int, epoch: int) -> int:
 
 
 def _train_epoch(builder, config, *, epoch: int, skip: int, steps: int,
-                 local_batch: int, process_index: int,
-                 process_count: int) -> tf.data.Dataset:
-  """Batches of one epoch from example `skip` on; `steps` full batches in all."""
+                 local_batch: int, process_index: int, process_count: int,
+                 transform: Transform, encoded_key: str,
+                 per_record: int) -> tf.data.Dataset:
+  """Batches of one epoch from record `skip` on; `steps` full batches in all."""
   epoch_seed = _epoch_seed(config.seed, process_index, epoch)
   split = _process_split(config.train_split, process_index, process_count,
                          drop_remainder=True)
-  ds = _read(builder, split, shuffle_seed=epoch_seed, options=_options())
+  ds = _read(builder, split, encoded_key=encoded_key, shuffle_seed=epoch_seed,
+             options=_options())
   ds = ds.shuffle(config.shuffle_buffer, seed=epoch_seed)
-  # Index before skipping so that an example's augmentation seed is the same
+  # Index before skipping so that a record's augmentation seed is the same
   # whether the epoch was started fresh or resumed.
-  ds = ds.enumerate().take(steps * local_batch).skip(skip)
-  ds = ds.map(lambda i, ex: _train_example(i, ex, epoch_seed=epoch_seed, config=config),
+  records_per_batch = local_batch // per_record
+  ds = ds.enumerate().take(steps * records_per_batch).skip(skip)
+  ds = ds.map(lambda i, ex: transform(i, ex, epoch_seed),
               num_parallel_calls=tf.data.AUTOTUNE)
+  if per_record > 1:
+    ds = ds.unbatch()
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def train_batches(config: ml_collections.ConfigDict, start_step: int, process_index: int,
+                  process_count: int, *, transform: Transform, encoded_key: str = 'image',
+                  per_record: int = 1) -> Iterator[Batch]:
+  """The train stream of any record type: process split, per-epoch seeds, exact resume.
+
+  Args:
+    config: the experiment config (dataset, train_split, batch_size, seed, shuffle_buffer).
+    start_step: batches already consumed; the stream resumes after them.
+    process_index: this process.
+    process_count: number of processes.
+    transform: `(index int64 [], record, epoch_seed int) -> example dict`, a pure
+      function of its arguments; with `per_record` > 1 every value has a leading axis of
+      `per_record` examples (e.g. several augmented clips of one video).
+    encoded_key: the record feature read still encoded (decoded by `transform`).
+    per_record: examples `transform` makes of one record.
+
+  Returns:
+    Endless batches of `config.batch_size / process_count` examples; epochs are
+    `records // process_count // (local_batch / per_record)` batches.
+  """
+  builder = _builder(config)
+  _read(builder, config.train_split, encoded_key=encoded_key)  # Fail now, not later.
+  local_batch = _local_batch_size(config.batch_size, process_count)
+  if local_batch % per_record:
+    raise ValueError(f'The local batch of {local_batch} is not a multiple of the '
+                     f'{per_record} examples made of each record.')
+  records_per_batch = local_batch // per_record
+  steps_per_epoch = (num_examples(config, config.train_split)
+                     // process_count // records_per_batch)
+  if steps_per_epoch < 1:
+    raise ValueError(f'{config.dataset}:{config.train_split} has fewer records '
+                     f'per process than one local batch needs ({records_per_batch}).')
+  first_epoch, first_step = divmod(start_step, steps_per_epoch)
+
+  def batches():
+    for epoch in itertools.count(first_epoch):
+      skip = first_step * records_per_batch if epoch == first_epoch else 0
+      yield from _train_epoch(
+          builder, config, epoch=epoch, skip=skip, steps=steps_per_epoch,
+          local_batch=local_batch, process_index=process_index,
+          process_count=process_count, transform=transform, encoded_key=encoded_key,
+          per_record=per_record).as_numpy_iterator()
+
+  return batches()
 
 
 def _train_batches(config: ml_collections.ConfigDict, start_step: int,
                    process_index: int, process_count: int) -> Iterator[Batch]:
   """`create_train_iterator` for an explicit process (tests simulate several)."""
-  builder = _builder(config)
-  _read(builder, config.train_split)  # Fail now, not at the first batch.
-  local_batch = _local_batch_size(config.batch_size, process_count)
-  steps_per_epoch = (num_examples(config, config.train_split)
-                     // process_count // local_batch)
-  if steps_per_epoch < 1:
-    raise ValueError(f'{config.dataset}:{config.train_split} has fewer examples '
-                     f'per process than one local batch of {local_batch}.')
-  first_epoch, first_step = divmod(start_step, steps_per_epoch)
-
-  def batches():
-    for epoch in itertools.count(first_epoch):
-      skip = first_step * local_batch if epoch == first_epoch else 0
-      yield from _train_epoch(
-          builder, config, epoch=epoch, skip=skip, steps=steps_per_epoch,
-          local_batch=local_batch, process_index=process_index,
-          process_count=process_count).as_numpy_iterator()
-
-  return batches()
+  return train_batches(config, start_step, process_index, process_count,
+                       transform=functools.partial(_train_example, config=config))
 
 
 def create_train_iterator(config: ml_collections.ConfigDict, *,
@@ -297,28 +338,47 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
 # ---------------------------------------------------------------------------
 
 
-def _eval_batches(config: ml_collections.ConfigDict, process_index: int,
-                  process_count: int) -> Iterator[Batch]:
-  """`create_eval_iterator` for an explicit process (tests simulate several)."""
+def eval_batches(config: ml_collections.ConfigDict, process_index: int, process_count: int,
+                 *, transform: Callable[[dict], dict],
+                 encoded_key: str = 'image') -> Iterator[Batch]:
+  """One ordered pass over `config.eval_split` of any record type, padded and masked.
+
+  Args:
+    config: the experiment config (dataset, eval_split, eval_batch_size).
+    process_index: this process.
+    process_count: number of processes.
+    transform: `record -> example dict` with static shapes.
+    encoded_key: the record feature read still encoded (decoded by `transform`).
+
+  Returns:
+    Batches of `eval_batch_size / process_count` examples plus `mask`; padding
+    examples are zeros with mask False, every process yields the same number of
+    batches and each record appears in exactly one batch of one process.
+  """
   builder = _builder(config)
   local_batch = _local_batch_size(config.eval_batch_size, process_count)
   split = _process_split(config.eval_split, process_index, process_count,
                          drop_remainder=False)
-  ds = _read(builder, split, options=_options())
+  ds = _read(builder, split, encoded_key=encoded_key, options=_options())
   total = num_examples(config, config.eval_split)
   # Slices differ by at most one example; all processes pad to the largest.
   num_batches = -(-(-(-total // process_count)) // local_batch)
   padded_size = num_batches * local_batch
-  size = config.image_size
-  ds = ds.map(lambda ex: _eval_example(ex, size=size, crop_pct=config.eval_crop_pct),
+  ds = ds.map(lambda ex: {**transform(ex), 'mask': tf.constant(True)},
               num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([size, size, 3], tf.float32),
-      'label': tf.constant(0, tf.int32),
-      'mask': tf.constant(False)}).repeat(padded_size)
+  padding = tf.data.Dataset.from_tensors(
+      {**tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec),
+       'mask': tf.constant(False)}).repeat(padded_size)
   ds = ds.concatenate(padding).take(padded_size)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.as_numpy_iterator()
+
+
+def _eval_batches(config: ml_collections.ConfigDict, process_index: int,
+                  process_count: int) -> Iterator[Batch]:
+  """`create_eval_iterator` for an explicit process (tests simulate several)."""
+  return eval_batches(config, process_index, process_count, transform=functools.partial(
+      _eval_example, size=config.image_size, crop_pct=config.eval_crop_pct))
 
 
 def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[Batch]:
@@ -340,12 +400,16 @@ def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[Batch]:
   return _eval_batches(config, jax.process_index(), jax.process_count())
 
 
-def measure_throughput(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, float]:
+def measure_throughput(config: ml_collections.ConfigDict, num_batches: int, *,
+                       create_iterator: Callable[..., Iterator[Batch]] | None = None
+                       ) -> dict[str, float]:
   """Train-pipeline throughput on this host, after one warm-up batch.
 
   Args:
     config: the experiment config.
     num_batches: batches to time.
+    create_iterator: `config -> batches` (default: this module's train iterator; e.g.
+      `video.create_train_iterator`, whose examples are clips).
 
   Returns:
     'images_per_s': images per wall-clock second, over all host cores;
@@ -353,7 +417,7 @@ def measure_throughput(config: ml_collections.ConfigDict, num_batches: int) -> d
     threads), i.e. per core actually used, which stays meaningful when other
     work shares the host.
   """
-  batches = create_train_iterator(config)
+  batches = (create_iterator or create_train_iterator)(config)
   batch = next(batches)
   start, cpu_start = time.perf_counter(), time.process_time()
   for _ in range(num_batches):

@@ -75,7 +75,10 @@ def decay_mask(params, no_decay_rel_pos_cls: bool = False):
 def create_optimizer(
     config: ml_collections.ConfigDict, schedule: optax.Schedule
 ) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW with decoupled (torch-style) decay.
+  """Global-norm clipping, then AdamW with decoupled (torch-style) decay, or SGD.
+
+  `config.optim.name` 'sgd' is torch's SGD as PySlowFast uses it: L2 decay added to the
+  gradient (same mask), Nesterov momentum `config.optim.momentum`.
 
   Args:
     config: the run config (`config.optim.*`).
@@ -87,8 +90,13 @@ def create_optimizer(
   o = config.optim
   clip = (optax.clip_by_global_norm(o.grad_clip_norm)
           if o.grad_clip_norm > 0 else optax.identity())
+  mask = lambda p: decay_mask(p, o.no_decay_rel_pos_cls)
+  if o.name == 'sgd':
+    return optax.chain(clip, optax.add_decayed_weights(o.weight_decay, mask),
+                       optax.sgd(schedule, momentum=o.momentum, nesterov=True))
+  if o.name != 'adamw':
+    raise ValueError(f"optim.name must be 'adamw' or 'sgd', not {o.name!r}.")
   # optax's adamw subtracts lr * wd * param, the same update as torch.optim.AdamW.
   adamw = optax.adamw(
-      schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
-      mask=lambda p: decay_mask(p, o.no_decay_rel_pos_cls))
+      schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=mask)
   return optax.chain(clip, adamw)

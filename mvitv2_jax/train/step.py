@@ -39,7 +39,7 @@ def _state_init_fn(config, model, tx):
 
   def init(rng):
     params_rng, base_rng = jax.random.split(rng)
-    images = jnp.zeros((1, config.image_size, config.image_size, 3))
+    images = jnp.zeros((1, *model.cfg.input_size, 3))
     params = model.init({'params': params_rng}, images, train=False)['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), rng=base_rng)
@@ -99,7 +99,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 
   Args:
     state: the train state.
-    batch: `image` float `[B, S, S, 3]`, `label` int32 `[B]`, sharded on 'data'.
+    batch: `image` float `[B, S, S, 3]` (videos `[B, T, S, S, 3]`), `label` int32 `[B]`,
+      sharded on 'data'.
     model: the Flax module.
     tx: the optimizer.
     schedule: the learning-rate schedule (for the metrics).
@@ -157,8 +158,21 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 
 def eval_step(params: Any, batch: dict[str, jax.Array], *,
               model: nn.Module) -> dict[str, jax.Array]:
-  """Sums of loss, top-1, top-5 and count over the unmasked examples."""
-  logits = model.apply({'params': params}, batch['image'], train=False)
+  """Sums of loss, top-1, top-5 and count over the unmasked examples.
+
+  `batch['image']` holds one input per example, or several views of it (`[B, V, ...]`,
+  e.g. the test clips and crops of a video): an example with views is scored by its
+  softmax averaged over them.
+  """
+  images = batch['image']
+  apply = lambda x: model.apply({'params': params}, x, train=False)
+  if images.ndim == len(model.cfg.input_size) + 2:
+    logits = apply(images)
+  else:
+    # One view of every example at a time: memory as for a batch without views.
+    probs = jax.lax.map(lambda x: jax.nn.softmax(apply(x)), jnp.swapaxes(images, 0, 1))
+    # Log-probabilities are logits whose softmax is the averaged softmax.
+    logits = jnp.log(jnp.maximum(jnp.mean(probs, axis=0), jnp.finfo(jnp.float32).tiny))
   return metrics.eval_sums(logits, batch['label'], batch['mask'])
 
 

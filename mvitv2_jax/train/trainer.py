@@ -26,6 +26,7 @@ import numpy as np
 
 from mvitv2_jax import convert
 from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import sources
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import errors
 from mvitv2_jax.train import memory
@@ -121,7 +122,7 @@ def _load_init_params(config: ml_collections.ConfigDict,
   loaded = convert.load_params(
       config.init_from, config.model, num_classes=config.num_classes,
       image_size=config.image_size, drop_head=config.init_drop_head,
-      seed=config.seed, **config.model_overrides.to_dict())
+      inflate=config.init_inflate, seed=config.seed, **config.model_overrides.to_dict())
   return jax.device_put(loaded, params_shardings)
 
 
@@ -156,7 +157,7 @@ def _check_resumed_config(config: ml_collections.ConfigDict, workdir: str):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       data: DataSource = pipeline,
+                       data: DataSource | None = None,
                        writer: Callable[[str], Any] = metrics.SummaryWriter) -> Any:
   """Runs `config.mode` ('train' or 'eval') with outputs in `workdir`.
 
@@ -164,7 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     config: the run config (see configs/default.py).
     workdir: checkpoints, TensorBoard files and the resolved config go here;
       a train run resumes from the newest checkpoint in it that verifies.
-    data: where batches come from (default: TFDS through `mvitv2_jax.data.pipeline`).
+    data: where batches come from (default: TFDS through `mvitv2_jax.data.pipeline`, or
+      `mvitv2_jax.data.video` for a config with a `video` section).
     writer: `writer(workdir)` makes the metrics writer (`scalars(step, dict)`, `close()`).
 
   Returns:
@@ -181,6 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validation.validate(config)
   validation.check_batch_sizes(config, jax.device_count())
   workdir = os.path.abspath(workdir)
+  data = data or sources.for_config(config)
   with _locked(workdir):
     mesh = sharding.create_mesh()
     with jax.set_mesh(mesh):
@@ -190,13 +193,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def _abstract_batch(batch_size: int, config: ml_collections.ConfigDict,
-                    mesh: jax.sharding.Mesh, *, with_mask: bool) -> dict[str, Any]:
+                    input_size: tuple[int, ...], mesh: jax.sharding.Mesh, *,
+                    train: bool) -> dict[str, Any]:
   """Shape structs of a global batch, as `sharding.host_to_global` places it."""
   s = sharding.data_sharding(mesh)
-  size = config.image_size
-  batch = {'image': jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.float32, sharding=s),
+  example = sources.example_shape(config, input_size, train=train)
+  batch = {'image': jax.ShapeDtypeStruct((batch_size, *example), jnp.float32, sharding=s),
            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=s)}
-  if with_mask:
+  if not train:
     batch['mask'] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=s)
   return batch
 
@@ -205,7 +209,8 @@ def _compiled_eval_step(model, mesh, params_abstract, params_shardings, config):
   """The eval step compiled for `config.eval_batch_size`, checked against device memory."""
   compiled = make_eval_step(model, mesh, params_shardings).lower(
       params_abstract,
-      _abstract_batch(config.eval_batch_size, config, mesh, with_mask=True)).compile()
+      _abstract_batch(config.eval_batch_size, config, model.cfg.input_size, mesh,
+                      train=False)).compile()
   memory.check_fits(compiled, f'The eval step at eval_batch_size {config.eval_batch_size}',
                     _EVAL_REMEDY)
   return compiled
@@ -351,7 +356,8 @@ def _train_loop(config, workdir, mesh, data, make_writer,
 
     compile_start = time.time()
     train_fn = make_train_step(config, model, tx, schedule, mesh, shardings).lower(
-        abstract, _abstract_batch(config.batch_size, config, mesh, with_mask=False)).compile()
+        abstract, _abstract_batch(config.batch_size, config, model.cfg.input_size, mesh,
+                                  train=True)).compile()
     memory.check_fits(train_fn, f'The train step at batch_size {config.batch_size}',
                       _TRAIN_REMEDY)
     eval_cfg = eval_config(config, data)

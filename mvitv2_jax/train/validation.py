@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from mvitv2_jax import convert
 from mvitv2_jax import model as mvit
 from mvitv2_jax.train.errors import ConfigError
 
@@ -114,6 +115,8 @@ _RULES = {
     'aug.cutmix_switch_prob': _real_in(0, 1),
     'aug.label_smoothing': _real_in(0, 1, high_open=True),
     'optim': _config_dict,
+    'optim.name': _one_of(('adamw', 'sgd')),
+    'optim.momentum': _real_in(0, 1, high_open=True),
     'optim.base_lr': _real_at_least(0),
     'optim.warmup_start_lr': _real_at_least(0),
     'optim.min_lr': _real_at_least(0),
@@ -128,6 +131,7 @@ _RULES = {
     'mode': _one_of(_MODES),
     'init_from': _string,
     'init_drop_head': _boolean,
+    'init_inflate': _boolean,
     'num_epochs': _real_at_least(0, low_open=True),
     'num_train_steps': _count_or_unset,
     'seed': _int_at_least(0),
@@ -139,10 +143,26 @@ _RULES = {
     'shard_params': _boolean,
 }
 
+# The `video` section, which only video configs have (configs/video/kinetics.py).
+_VIDEO_RULES = {
+    'video': _config_dict,
+    'video.video_key': _name,
+    'video.label_key': _name,
+    'video.sampling': _one_of(('stride', 'segments')),
+    'video.sampling_rate': _int_at_least(1),
+    'video.num_sample': _int_at_least(1),
+    'video.eval_clips': _int_at_least(1),
+    'video.eval_crops': _one_of((1, 3)),
+}
+
+
+def _rules(config: ml_collections.ConfigDict) -> dict[str, Callable[[Any], str | None]]:
+  return {**_RULES, **_VIDEO_RULES} if 'video' in config else _RULES
+
 
 def field_names() -> list[str]:
   """Every field `validate` knows, dotted (`optim.base_lr`)."""
-  return sorted(_RULES)
+  return sorted({**_RULES, **_VIDEO_RULES})
 
 
 def _flatten(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:
@@ -158,20 +178,23 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, A
 
 def unknown_field_message(name: str) -> str:
   """'config.x is not a config field' with the closest known names."""
-  close = difflib.get_close_matches(name, _RULES, n=3)
+  close = difflib.get_close_matches(name, field_names(), n=3)
   hint = f' (did you mean {" or ".join(close)}?)' if close else ''
   return f'config.{name} is not a config field{hint}; see configs/default.py'
 
 
 def _stride_message(config: ml_collections.ConfigDict, cfg: mvit.MViTv2Config) -> str | None:
   """Why `image_size` does not fit the model's strides, or None."""
-  stride = cfg.patch_stride * 2 ** (len(cfg.depths) - 1)
+  stride = convert.image_size_multiple(cfg)
   if config.image_size % stride == 0:
     return None
+  patch, stages = cfg.per_axis(cfg.patch_stride)[-1], len(cfg.depths)
+  why = (f'patch stride {patch}' if stride == patch else
+         f'patch stride {patch} x {cfg.per_axis(cfg.q_stride)[-1]}^{stages - 1} for its '
+         f'{stages} stages')
   lower = max(config.image_size // stride * stride, stride)
   return (f'config.image_size = {config.image_size}: {config.model} needs a multiple of '
-          f'{stride} (patch stride {cfg.patch_stride} x 2^{len(cfg.depths) - 1} for its '
-          f'{len(cfg.depths)} stages), e.g. {lower} or {lower + stride}')
+          f'{stride} ({why}), e.g. {lower} or {lower + stride}')
 
 
 def validate(config: ml_collections.ConfigDict):
@@ -183,17 +206,18 @@ def validate(config: ml_collections.ConfigDict):
   Raises:
     ConfigError: one line: the field, its value and what is allowed.
   """
-  flat = _flatten(config)
-  for name in sorted(set(flat) - set(_RULES)):
+  flat, rules = _flatten(config), _rules(config)
+  for name in sorted(set(flat) - set(rules)):
     raise ConfigError(unknown_field_message(name))
-  for name in sorted(set(_RULES) - set(flat)):
+  for name in sorted(set(rules) - set(flat)):
     raise ConfigError(f'config.{name} is missing; configs/default.py sets every field')
-  for name, rule in _RULES.items():
+  for name, rule in rules.items():
     problem = rule(flat[name])
     if problem:
       raise ConfigError(f'config.{name} = {flat[name]!r}: {problem}')
-  if config.init_drop_head and not config.init_from:
-    raise ConfigError('config.init_drop_head = True needs config.init_from')
+  for flag in ('init_drop_head', 'init_inflate'):
+    if config[flag] and not config.init_from:
+      raise ConfigError(f'config.{flag} = True needs config.init_from')
   if (config.init_from and '://' not in config.init_from
       and not os.path.exists(config.init_from)):
     raise ConfigError(f'config.init_from = {config.init_from!r}: no such file or directory')

@@ -85,3 +85,16 @@ def test_jits_once_and_keeps_dtype():
   for seed in range(3):
     mixed, targets = step(jax.random.key(seed), images, labels)
   assert mixed.dtype == jnp.bfloat16 and targets.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_clips_mix_every_frame_as_one_image(seed):
+  clips = jax.random.normal(jax.random.key(1), (6, 3, 8, 10, 3))  # [B, T, H, W, C]
+  labels = jnp.arange(6) % 4
+  mixed, targets = mixup.mix_batch(jax.random.key(seed), clips, labels, 5, **_RECIPE)
+  chex.assert_shape(mixed, clips.shape)
+  for t in range(3):  # One coefficient and one box for all frames.
+    frame_mixed, frame_targets = mixup.mix_batch(
+        jax.random.key(seed), clips[:, t], labels, 5, **_RECIPE)
+    np.testing.assert_allclose(mixed[:, t], frame_mixed, rtol=1e-6)
+    np.testing.assert_allclose(targets, frame_targets, rtol=1e-6)

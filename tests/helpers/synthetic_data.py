@@ -1,21 +1,31 @@
 """A learnable in-memory stand-in for `mvitv2_jax.data.pipeline` (tests only).
 
 Class c is a fixed random colour plus pixel noise, so a tiny model learns it in
-a few steps. Same interface as `mvitv2_jax.data.pipeline`: deterministic in the
-config's seed and step, so `start_step` resumes the stream exactly, and the global
-batch is the same for any number of processes.
+a few steps; for a video config, clips of it (and several noisy views to evaluate).
+Same interface as `mvitv2_jax.data.pipeline`: deterministic in the config's seed and
+step, so `start_step` resumes the stream exactly, and the global batch is the same for
+any number of processes.
 """
 
 import jax
 import numpy as np
 
+from mvitv2_jax.data import video
+
+
+def _example_shape(config):
+  """(S, S, 3), or clips (T, S, S, 3) for a config with a `video` section."""
+  s = config.image_size
+  if 'video' in config:
+    return (video.clip_length(config), s, s, 3)
+  return (s, s, 3)
+
 
 def _templates(config):
   rng = np.random.default_rng(1234)
-  s = config.image_size
-  colours = rng.normal(size=(config.num_classes, 1, 1, 3))
-  return np.broadcast_to(colours, (config.num_classes, s, s, 3)).astype(
-      np.float32)
+  shape = _example_shape(config)
+  colours = rng.normal(size=(config.num_classes,) + (1,) * (len(shape) - 1) + (3,))
+  return np.broadcast_to(colours, (config.num_classes,) + shape).astype(np.float32)
 
 
 def _examples(config, rng, n):
@@ -23,6 +33,15 @@ def _examples(config, rng, n):
   noise = rng.normal(size=(n,) + _templates(config).shape[1:])
   images = (_templates(config)[labels] + noise).astype(np.float32)
   return images, labels
+
+
+def _eval_views(images, config):
+  """Videos get `num_views` noisy views: [n, V, T, S, S, 3]."""
+  if 'video' not in config:
+    return images
+  noise = np.random.default_rng([98]).normal(
+      size=(images.shape[0], video.num_views(config)) + images.shape[1:])
+  return (images[:, None] + 0.5 * noise).astype(np.float32)
 
 
 def num_examples(config, split):
@@ -53,6 +72,7 @@ def create_eval_iterator(config):
   local_batch = config.eval_batch_size // processes
   total = config.num_eval_examples
   images, labels = _examples(config, np.random.default_rng([99]), total)
+  images = _eval_views(images, config)
   mine = np.array_split(np.arange(total), processes)[jax.process_index()]
   num_batches = -(-(-(-total // processes)) // local_batch)
   for b in range(num_batches):

@@ -37,6 +37,20 @@ def tiny_config(**overrides):
   return config
 
 
+def tiny_video_config(**overrides):
+  """`tiny_config` as a video model: 4-frame clips of the Kinetics recipe's pipeline."""
+  from configs.video import kinetics  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  config.model = 'mvitv2_s_16x4'
+  config.model_overrides.num_frames = 4
+  config.model_overrides.kv_stride = (1, 2, 2)
+  config.image_size = 16
+  config.video = kinetics.get_config().video
+  config.video.eval_clips = 2
+  apply_overrides(config, overrides)
+  return config
+
+
 def apply_overrides(config, overrides):
   """Sets `{'optim.base_lr': 1.0, ...}` on a ConfigDict."""
   for key, value in overrides.items():

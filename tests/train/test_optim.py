@@ -81,3 +81,25 @@ def test_global_norm_clipping():
   big, _ = tx.update({'w': jnp.full(4, 100.0)}, state, params)
   unit, _ = tx.update({'w': jnp.full(4, 0.5)}, state, params)
   np.testing.assert_allclose(big['w'], unit['w'], rtol=1e-6)
+
+
+def test_sgd_is_torch_nesterov_with_l2_on_decayed_params():
+  config = _config(**{'optim.name': 'sgd', 'optim.weight_decay': 0.1,
+                      'optim.grad_clip_norm': 0.0})
+  tx = optim.create_optimizer(config, lambda _: 0.5)
+  params = {'kernel': jnp.full((2, 2), 2.0), 'bias': jnp.full((2,), 2.0)}
+  grads = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones((2,))}
+  state = tx.init(params)
+  updates, state = tx.update(grads, state, params)
+  # torch.optim.SGD(nesterov=True), first step: d = g + wd p; buf = d; step d + m buf.
+  np.testing.assert_allclose(updates['kernel'], -0.5 * (1 + 0.2) * 1.9, rtol=1e-6)
+  np.testing.assert_allclose(updates['bias'], -0.5 * 1.0 * 1.9, rtol=1e-6)  # 1-D: no decay.
+  updates, _ = tx.update(grads, state, params)
+  # Second step: buf = m buf + d; step d + m buf.
+  d = 1 + 0.2
+  np.testing.assert_allclose(updates['kernel'], -0.5 * (d + 0.9 * (0.9 * d + d)), rtol=1e-6)
+
+
+def test_unknown_optimizer_is_refused():
+  with pytest.raises(ValueError, match="optim.name must be 'adamw' or 'sgd'"):
+    optim.create_optimizer(_config(**{'optim.name': 'lamb'}), lambda _: 0.1)
