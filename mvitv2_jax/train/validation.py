@@ -160,9 +160,9 @@ def _rules(config: ml_collections.ConfigDict) -> dict[str, Callable[[Any], str |
   return {**_RULES, **_VIDEO_RULES} if 'video' in config else _RULES
 
 
-def field_names() -> list[str]:
-  """Every field `validate` knows, dotted (`optim.base_lr`)."""
-  return sorted({**_RULES, **_VIDEO_RULES})
+def field_names(config: ml_collections.ConfigDict | None = None) -> list[str]:
+  """The fields `validate` expects of `config` (any config if None), dotted (`optim.base_lr`)."""
+  return sorted(_rules(config) if config is not None else {**_RULES, **_VIDEO_RULES})
 
 
 def _flatten(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from configs import default
+from configs.video import kinetics
 from mvitv2_jax.train import validation
 from mvitv2_jax.train.errors import ConfigError
 from tests.helpers import training
@@ -22,13 +23,21 @@ def _flat_names(config, prefix=''):
 
 
 def test_every_default_field_has_a_rule():
-  assert sorted(_flat_names(default.get_config())) == validation.field_names()
+  config = default.get_config()
+  assert sorted(_flat_names(config)) == validation.field_names(config)
 
 
-@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(training.REPO_ROOT, 'configs',
-                                                               '*.py'))))
+def test_every_video_field_has_a_rule():
+  config = kinetics.get_config()
+  assert sorted(_flat_names(config)) == validation.field_names(config)
+
+
+@pytest.mark.parametrize('path', sorted(
+    glob.glob(os.path.join(training.REPO_ROOT, 'configs', '*.py'))
+    + glob.glob(os.path.join(training.REPO_ROOT, 'configs', 'video', '*.py'))))
 def test_shipped_configs_are_valid(path):
-  module = importlib.import_module(f'configs.{os.path.basename(path)[:-3]}')
+  name = os.path.relpath(path, training.REPO_ROOT)[:-3].replace(os.sep, '.')
+  module = importlib.import_module(name)
   validation.validate(module.get_config())
 
 
@@ -45,7 +54,8 @@ def test_tiny_test_config_is_valid():
     ({'keep_checkpoints': 0}, r'config.keep_checkpoints = 0: must be an integer >= 1'),
     ({'mode': 'tran'}, r"config.mode = 'tran': must be one of 'train', 'eval'"),
     ({'dtype': 'float64'}, r"config.dtype = 'float64': must be one of"),
-    ({'model': 'mvitv2_x'}, r"config.model = 'mvitv2_x': must be one of 'mvitv2_b'"),
+    ({'model': 'mvitv2_x'},
+     r"config.model = 'mvitv2_x': must be one of 'mvit_b_16', .*'mvitv2_b'"),
     ({'eval_crop_pct': 0.0}, r'config.eval_crop_pct = 0.0: must be a number in \(0, 1\]'),
     ({'num_train_steps': 0}, r'must be -1 \(unset\) or an integer >= 1'),
     ({'aug.mixup_prob': 1.5}, r'config.aug.mixup_prob = 1.5: must be a number in \[0, 1\]'),
