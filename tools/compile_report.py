@@ -66,8 +66,12 @@ _KNOWN_FAILURES = (
      '--xla_option=xla_gpu_enable_triton_gemm=false (or XLA_FLAGS='
      '--xla_gpu_enable_triton_gemm=false when training), which gives them to cuBLAS.'),
 )
-# libtpu's out-of-memory message: "Used 20.51G of 15.48G hbm. Exceeded hbm capacity by 5.03G."
-_TPU_OOM = re.compile(r'Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm')
+# libtpu's out-of-memory messages: "Used 20.51G of 15.48G hbm. Exceeded hbm capacity by
+# 5.03G." and "the total memory required for HLO temporaries (26.59G) exceeds available HBM
+# (15.75G)" (then temporaries alone are counted).
+_TPU_OOM = re.compile(
+    r'Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm'
+    r'|temporaries \(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)')
 _UNITS = {'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
 
 
@@ -142,7 +146,7 @@ def tpu_shortfall_bytes(message: str) -> tuple[int, int] | None:
   match = _TPU_OOM.search(message)
   if not match:
     return None
-  used, used_unit, have, have_unit = match.groups()
+  used, used_unit, have, have_unit = [g for g in match.groups() if g is not None]
   return int(float(used) * _UNITS[used_unit]), int(float(have) * _UNITS[have_unit])
 
 

@@ -118,6 +118,10 @@ def test_tpu_out_of_memory_is_a_shortfall():
   assert row['shortfall_gib'] == pytest.approx(4.5)
   table = compile_report.format_table([dict(_row(), **row)])
   assert '**no**, 4.50 GiB short' in table
+  message = ('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO '
+             'temporaries (26.59G) exceeds available HBM (15.75G).')
+  row = compile_report._failure(message, 16 * 2**30)
+  assert row['status'] == 'does_not_fit' and row['peak_gib'] == pytest.approx(26.59)
 
 
 def _row(**fields):
