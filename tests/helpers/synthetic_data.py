@@ -7,6 +7,8 @@ step, so `start_step` resumes the stream exactly, and the global batch is the sa
 any number of processes.
 """
 
+import types
+
 import jax
 import numpy as np
 
@@ -84,3 +86,19 @@ def create_eval_iterator(config):
         'label': np.concatenate([labels[rows], np.zeros(pad, np.int32)]),
         'mask': np.arange(local_batch) < len(rows),
     }
+
+
+
+def nan_images_from(first_bad_step: int) -> types.SimpleNamespace:
+  """This data source, with every train image NaN from step index `first_bad_step` on."""
+
+  def poisoned_train_iterator(config, *, start_step=0):
+    batches = create_train_iterator(config, start_step=start_step)
+    for step, batch in enumerate(batches, start_step):
+      if step >= first_bad_step:
+        batch['image'] = np.full_like(batch['image'], np.nan)
+      yield batch
+
+  return types.SimpleNamespace(num_examples=num_examples,
+                               create_eval_iterator=create_eval_iterator,
+                               create_train_iterator=poisoned_train_iterator)

@@ -14,6 +14,7 @@ import pytest
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import integrity
 from mvitv2_jax.train.errors import CheckpointError
+from tests.helpers import in_process
 
 
 def _state(step):
@@ -36,21 +37,15 @@ def _saved(workdir, steps, keep=3):
   ckpt.close()
 
 
-def _largest_file(directory):
-  files = [os.path.join(root, n) for root, _, names in os.walk(directory) for n in names
-           if n != integrity.RECORD_FILE]
-  return max(files, key=os.path.getsize)
-
-
 def _truncate(step_dir):
-  path = _largest_file(step_dir)
+  path = in_process.largest_file(step_dir)
   with open(path, 'r+b') as f:
     f.truncate(os.path.getsize(path) // 2)
   return os.path.relpath(path, step_dir)
 
 
 def _flip_byte(step_dir):
-  path = _largest_file(step_dir)
+  path = in_process.largest_file(step_dir)
   with open(path, 'r+b') as f:
     f.seek(os.path.getsize(path) // 2)
     byte = f.read(1)

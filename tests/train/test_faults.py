@@ -5,61 +5,40 @@ import logging
 import os
 import signal
 
-import numpy as np
 import pytest
 
-from mvitv2_jax import train
 from mvitv2_jax.data import pipeline
 from mvitv2_jax.train import errors
 from mvitv2_jax.train import integrity
 from mvitv2_jax.train import memory
 from tests.helpers import fake_imagenet
+from tests.helpers import in_process
 from tests.helpers import synthetic_data
 from tests.helpers import training
 
 
-class _Writer:
-  """Stands in for `metrics.SummaryWriter`; keeps every scalar of the last run."""
-
-  def __init__(self, logdir):
-    del logdir
-    self.scalars_by_step = {}
-    _Writer.last = self
-
-  def scalars(self, step, values):
-    self.scalars_by_step.setdefault(step, {}).update(values)
-
-  def close(self):
-    pass
-
-
-def _train(workdir, data=synthetic_data, **overrides):
-  result = train.train_and_evaluate(training.tiny_config(**overrides), str(workdir),
-                                    data=data, writer=_Writer)
-  return result, _Writer.last.scalars_by_step
-
-
 def test_keep_checkpoints_zero_is_refused_before_anything_is_written(tmp_path):
   with pytest.raises(errors.ConfigError, match='keep_checkpoints = 0: must be an integer >= 1'):
-    _train(tmp_path / 'run', keep_checkpoints=0)
+    in_process.train_tiny(tmp_path / 'run', keep_checkpoints=0)
   assert not os.path.exists(tmp_path / 'run')
 
 
 def test_batch_not_splitting_over_devices_is_refused_before_anything_is_written(tmp_path):
   with pytest.raises(errors.ConfigError, match='grad_accum_steps 3 = 3'):
-    _train(tmp_path / 'run', **{'optim.grad_accum_steps': 3})
+    in_process.train_tiny(tmp_path / 'run', **{'optim.grad_accum_steps': 3})
   assert not os.path.exists(tmp_path / 'run')
 
 
 def test_resume_with_another_config_is_refused_and_changes_nothing(tmp_path):
-  _train(tmp_path, num_train_steps=5)
+  in_process.train_tiny(tmp_path, num_train_steps=5)
   config_json = (tmp_path / 'config.json').read_bytes()
   record = (tmp_path / 'checkpoints' / '5' / integrity.RECORD_FILE).read_bytes()
   with pytest.raises(errors.ConfigMismatchError, match=r'batch_size 16 -> 8\. Resume'):
-    _train(tmp_path, num_train_steps=5, batch_size=8)
+    in_process.train_tiny(tmp_path, num_train_steps=5, batch_size=8)
   assert (tmp_path / 'config.json').read_bytes() == config_json
   assert (tmp_path / 'checkpoints' / '5' / integrity.RECORD_FILE).read_bytes() == record
-  state, _ = _train(tmp_path, num_train_steps=7)  # A longer run of the same config resumes.
+  # A longer run of the same config resumes.
+  state, _ = in_process.train_tiny(tmp_path, num_train_steps=7)
   assert int(state.step) == 7
 
 
@@ -71,16 +50,16 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_is_not(tmp_path):
     out.wait_for('HOLDING 5')
     with pytest.raises(errors.WorkdirBusyError, match=rf'in use by another trainer \(pid '
                                                       rf'{first.pid} on '):
-      _train(tmp_path)
+      in_process.train_tiny(tmp_path)
   finally:
     first.send_signal(signal.SIGKILL)
     out.finish()
-  state, _ = _train(tmp_path)  # The kernel dropped the dead trainer's lock.
+  state, _ = in_process.train_tiny(tmp_path)  # The kernel dropped the dead trainer's lock.
   assert int(state.step) == 10
 
 
 def test_best_keeps_its_top1_across_restarts(tmp_path):
-  _, scalars = _train(tmp_path, eval_every_steps=5, **{'optim.base_lr': 0.3})
+  _, scalars = in_process.train_tiny(tmp_path, eval_every_steps=5, **{'optim.base_lr': 0.3})
   best_step = max((5, 10), key=lambda s: scalars[s]['eval/top1'])
   best_top1 = scalars[best_step]['eval/top1']
 
@@ -95,25 +74,13 @@ def test_best_keeps_its_top1_across_restarts(tmp_path):
         batch['label'] = (batch['label'] + 1) % config.num_classes
         yield batch
 
-  _, scalars = _train(tmp_path, data=WrongLabels, eval_every_steps=5, num_train_steps=15,
-                      **{'optim.base_lr': 0.3})
+  _, scalars = in_process.train_tiny(tmp_path, data=WrongLabels, eval_every_steps=5,
+                                     num_train_steps=15, **{'optim.base_lr': 0.3})
   assert scalars[15]['eval/top1'] < best_top1
   assert os.listdir(tmp_path / 'best') == [str(best_step)]
   assert integrity.verify(str(tmp_path / 'best' / str(best_step)))['top1'] == best_top1
 
 
-class _NaNFromStep7:
-  """Synthetic data whose images turn NaN from step index 7 (update 8)."""
-  num_examples = staticmethod(synthetic_data.num_examples)
-  create_eval_iterator = staticmethod(synthetic_data.create_eval_iterator)
-
-  @staticmethod
-  def create_train_iterator(config, *, start_step=0):
-    it = synthetic_data.create_train_iterator(config, start_step=start_step)
-    for step, batch in enumerate(it, start_step):
-      if step >= 7:
-        batch['image'] = np.full_like(batch['image'], np.nan)
-      yield batch
 
 
 def test_divergence_never_names_a_checkpoint_of_huge_params(tmp_path):
@@ -121,7 +88,8 @@ def test_divergence_never_names_a_checkpoint_of_huge_params(tmp_path):
   with pytest.raises(errors.Diverged, match=r'Loss is nan at step 8; stopping\. No checkpoint '
                                             r'since step 0 is good \(finite params that gave a '
                                             r'finite loss below 23 at the next step\)\. Lower'):
-    _train(tmp_path, data=_NaNFromStep7, **{'optim.base_lr': 1e3, 'optim.grad_clip_norm': 0.0})
+    in_process.train_tiny(tmp_path, data=synthetic_data.nan_images_from(7),
+                          **{'optim.base_lr': 1e3, 'optim.grad_clip_norm': 0.0})
   assert os.listdir(tmp_path / 'checkpoints') == []
   assert os.listdir(tmp_path / 'corrupt') == ['checkpoints-5']
 
@@ -130,9 +98,9 @@ def test_eval_batch_is_capped_to_what_the_split_needs(tmp_path, caplog):
   data_dir = str(tmp_path / 'data')
   fake_imagenet.make_fake_imagenet(data_dir, num_train_per_class=4, num_validation=8)
   with caplog.at_level(logging.INFO):
-    _, scalars = _train(tmp_path / 'run', data=pipeline, dataset='imagenet2012',
-                        data_dir=data_dir, num_classes=1000, batch_size=4,
-                        eval_batch_size=1024, num_train_steps=2, shuffle_buffer=16)
+    _, scalars = in_process.train_tiny(tmp_path / 'run', data=pipeline, dataset='imagenet2012',
+                                       data_dir=data_dir, num_classes=1000, batch_size=4,
+                                       eval_batch_size=1024, num_train_steps=2, shuffle_buffer=16)
   assert scalars[2]['eval/count'] == 8
   assert ("Eval batch 8 instead of 1024: the 8 examples of 'validation', rounded up to a "
           'multiple of the 1 devices.') in caplog.text
@@ -142,13 +110,13 @@ def test_eval_batch_is_capped_to_what_the_split_needs(tmp_path, caplog):
 def test_batch_that_does_not_fit_fails_before_training(tmp_path, monkeypatch, mode):
   overrides = {}
   if mode == 'eval':
-    _train(tmp_path / 'weights', num_train_steps=1)
+    in_process.train_tiny(tmp_path / 'weights', num_train_steps=1)
     overrides = {'mode': 'eval', 'init_from': str(tmp_path / 'weights' / 'checkpoints' / '1')}
   monkeypatch.setattr(memory, 'device_memory_bytes', lambda: 4096)
   step = 'train step at batch_size 16' if mode == 'train' else 'eval step at eval_batch_size 8'
   with pytest.raises(errors.DoesNotFitError, match=rf'The {step} needs [\d.]+ [KMG]iB per '
                                                    rf'device, more than the 4\.0 KiB a cpu '
                                                    rf'device has; lower config\.'):
-    _train(tmp_path / 'run', **overrides)
+    in_process.train_tiny(tmp_path / 'run', **overrides)
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
   assert not os.path.exists(tmp_path / 'run' / 'config.json')

@@ -12,7 +12,6 @@ import jax
 import numpy as np
 import pytest
 
-from mvitv2_jax import train
 from mvitv2_jax.data import pipeline
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import integrity
@@ -20,6 +19,7 @@ from mvitv2_jax.train import optim
 from mvitv2_jax.train import sharding
 from mvitv2_jax.train import step as step_lib
 from tests.helpers import fake_imagenet
+from tests.helpers import in_process
 from tests.helpers import synthetic_data
 from tests.helpers import training
 
@@ -29,28 +29,6 @@ RUN = {'num_train_steps': 20, 'aug.mixup_alpha': 0.0, 'aug.cutmix_alpha': 0.0,
        'optim.base_lr': 0.1}
 
 
-class RecordingWriter:
-  """Stands in for `metrics.SummaryWriter`; keeps every scalar."""
-
-  def __init__(self, logdir):
-    del logdir
-    self.scalars_by_step = {}
-    RecordingWriter.last = self
-
-  def scalars(self, step, values):
-    self.scalars_by_step.setdefault(step, {}).update(values)
-
-  def close(self):
-    pass
-
-
-def _train(workdir, data=synthetic_data, **overrides):
-  """`train_and_evaluate` in-process; returns (result, recorded scalars)."""
-  result = train.train_and_evaluate(training.tiny_config(**overrides), str(workdir),
-                                    data=data, writer=RecordingWriter)
-  return result, RecordingWriter.last.scalars_by_step
-
-
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
   """The uninterrupted run; its steps must each trace exactly once."""
@@ -58,7 +36,7 @@ def reference(tmp_path_factory):
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(step_lib, 'train_step', chex.assert_max_traces(step_lib.train_step, 1))
     mp.setattr(step_lib, 'eval_step', chex.assert_max_traces(step_lib.eval_step, 1))
-    state, scalars = _train(workdir, **RUN)
+    state, scalars = in_process.train_tiny(workdir, **RUN)
   return workdir, jax.device_get(state.params), scalars
 
 
@@ -102,24 +80,18 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
   out = ''.join(lines) + proc.communicate()[0]
   assert 'HOLDING 10' in out, out
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['10', '5'], out
-  state, _ = _train(tmp_path, **RUN)
+  state, _ = in_process.train_tiny(tmp_path, **RUN)
   assert int(state.step) == 20
   assert _max_diff(jax.device_get(state.params), ref_params) <= 1e-6
 
 
-def _largest_file(directory):
-  files = [os.path.join(root, n) for root, _, names in os.walk(directory) for n in names
-           if n != integrity.RECORD_FILE]
-  return max(files, key=os.path.getsize)
-
-
 def _truncate(step_dir):
-  path = _largest_file(step_dir)
+  path = in_process.largest_file(step_dir)
   os.truncate(path, os.path.getsize(path) - 1)
 
 
 def _flip_byte(step_dir):
-  path = _largest_file(step_dir)
+  path = in_process.largest_file(step_dir)
   with open(path, 'r+b') as f:
     data = bytearray(f.read())
     data[len(data) // 2] ^= 0x80
@@ -148,7 +120,7 @@ def test_kill_loop_with_corrupt_latest_step_resumes_exactly(reference, tmp_path)
       assert 'Skipping the corrupt checkpoint checkpoints/' in text, text
       assert f'Resuming from the checkpoint of step {resumes_from}.' in text, text
     corrupt(str(tmp_path / 'checkpoints' / str(hold_after)))
-  state, _ = _train(tmp_path, **RUN)  # Step 15 is corrupt: it resumes from 10.
+  state, _ = in_process.train_tiny(tmp_path, **RUN)  # Step 15 is corrupt: it resumes from 10.
   assert int(state.step) == 20
   assert _max_diff(jax.device_get(state.params), ref_params) <= 1e-6
   assert sorted(os.listdir(tmp_path / 'corrupt')) == [
@@ -175,27 +147,13 @@ def test_signal_saves_and_exits_with_its_status(tmp_path, signum):
   assert f'INTERRUPTED {last}:' in text
   assert integrity.verify(str(tmp_path / 'checkpoints' / str(last)))['step'] == last
   assert glob.glob(str(tmp_path / 'events.out.tfevents.*')), os.listdir(tmp_path)
-  state, _ = _train(tmp_path, num_train_steps=last + 1, log_every_steps=1)
+  state, _ = in_process.train_tiny(tmp_path, num_train_steps=last + 1, log_every_steps=1)
   assert int(state.step) == last + 1
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-
-  class PoisonedData:
-    """Synthetic data whose images turn NaN from step index 7 (update 8)."""
-    num_examples = staticmethod(synthetic_data.num_examples)
-    create_eval_iterator = staticmethod(synthetic_data.create_eval_iterator)
-
-    @staticmethod
-    def create_train_iterator(config, *, start_step=0):
-      it = synthetic_data.create_train_iterator(config, start_step=start_step)
-      for step, batch in enumerate(it, start_step):
-        if step >= 7:
-          batch['image'] = np.full_like(batch['image'], np.nan)
-        yield batch
-
   with pytest.raises(FloatingPointError, match='step 8;.*checkpoint is step 5'):
-    _train(tmp_path, data=PoisonedData, **RUN)
+    in_process.train_tiny(tmp_path, data=synthetic_data.nan_images_from(7), **RUN)
   assert os.listdir(tmp_path / 'checkpoints') == ['5']
 
   config = training.tiny_config(**RUN)
@@ -214,7 +172,7 @@ def test_eval_only_from_init_from(reference, tmp_path):
   _, ref_params, scalars = reference
   weights = str(tmp_path / 'weights')
   checkpointing.save_params(weights, ref_params)
-  results, _ = _train(tmp_path / 'run', mode='eval', init_from=weights)
+  results, _ = in_process.train_tiny(tmp_path / 'run', mode='eval', init_from=weights)
   assert results['count'] == 37
   assert results['top1'] == pytest.approx(scalars[20]['eval/top1'])
   assert results['loss'] == pytest.approx(scalars[20]['eval/loss'], rel=1e-5)
@@ -224,9 +182,9 @@ def test_finetune_from_init_from_with_new_head(reference, tmp_path):
   workdir, _, scalars = reference
   best_step = max((10, 20), key=lambda s: scalars[s]['eval/top1'])
   assert os.listdir(workdir / 'best') == [str(best_step)]
-  state, _ = _train(tmp_path, num_train_steps=2, num_classes=5,
-                    init_from=str(workdir / 'best' / str(best_step)),
-                    init_drop_head=True)
+  state, _ = in_process.train_tiny(tmp_path, num_train_steps=2, num_classes=5,
+                                   init_from=str(workdir / 'best' / str(best_step)),
+                                   init_drop_head=True)
   best = checkpointing.restore_params(str(workdir / 'best' / str(best_step)))
   assert state.params['head']['kernel'].shape[-1] == 5
   assert np.abs(state.params['patch_embed']['kernel']
@@ -237,7 +195,7 @@ def test_two_steps_on_fake_imagenet(tmp_path):
   data_dir = str(tmp_path / 'data')
   fake_imagenet.make_fake_imagenet(data_dir, num_train_per_class=4,
                                    num_validation=5)
-  state, scalars = _train(
+  state, scalars = in_process.train_tiny(
       tmp_path / 'run', data=pipeline, dataset='imagenet2012', data_dir=data_dir,
       num_classes=1000, batch_size=4, eval_batch_size=4, num_train_steps=2,
       shuffle_buffer=16, checkpoint_every_steps=2)

@@ -18,6 +18,7 @@ from mvitv2_jax.data import video
 from mvitv2_jax.train import metrics
 from mvitv2_jax.train import optim
 from mvitv2_jax.train import step as step_lib
+from tests.helpers import in_process
 from tests.helpers import training
 
 TINY = 'mvitv2_demo_motion/tiny'  # 40 train, 21 validation videos.
@@ -113,32 +114,18 @@ def test_video_run_resumes_exactly_mid_epoch(tmp_path):
              checkpoint_every_steps=3, log_every_steps=3, eval_every_steps=100,
              shuffle_buffer=64, **{'optim.base_lr': 0.1, 'aug.mixup_alpha': 0.0})
   config = lambda: training.tiny_video_config(**run)
-  reference = train.train_and_evaluate(config(), str(tmp_path / 'ref'),
-                                       writer=_NoWriter)
-  assert _NoWriter.last[6]['eval/count'] == 21  # Every video once, 21 % 6 != 0.
+  writer = in_process.RecordingWriter
+  reference = train.train_and_evaluate(config(), str(tmp_path / 'ref'), writer=writer)
+  # Every video once, 21 % 6 != 0.
+  assert writer.last.scalars_by_step[6]['eval/count'] == 21
   with pytest.raises(_Interrupted):
     train.train_and_evaluate(config(), str(tmp_path / 'run'), data=_StopsAfter3,
-                             writer=_NoWriter)
-  resumed = train.train_and_evaluate(config(), str(tmp_path / 'run'), writer=_NoWriter)
+                             writer=writer)
+  resumed = train.train_and_evaluate(config(), str(tmp_path / 'run'), writer=writer)
   assert int(resumed.step) == 6
   for a, b in zip(jax.tree.leaves(jax.device_get(resumed.params)),
                   jax.tree.leaves(jax.device_get(reference.params))):
     np.testing.assert_allclose(a, b, atol=1e-6)
-
-
-class _NoWriter:
-  """Keeps the scalars of the last run."""
-  last = {}
-
-  def __init__(self, logdir):
-    del logdir
-    _NoWriter.last = {}
-
-  def scalars(self, step, values):
-    _NoWriter.last.setdefault(step, {}).update(values)
-
-  def close(self):
-    pass
 
 
 @pytest.mark.slow
