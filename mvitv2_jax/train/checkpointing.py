@@ -6,8 +6,9 @@ The only module that imports orbax. Layout under a run's workdir:
                        `restore_params` (and so `init_from`) reads it directly.
   corrupt/             checkpoints that failed their integrity record, moved aside.
 Every step directory ends with an integrity record (`integrity.json`: each file's size
-and SHA-256, and for best/ the top-1). A directory without a valid record is never
-restored: the newest one that verifies is used instead. On several processes, only
+and SHA-256, and for best/ the top-1). A directory that fails its record is never
+restored: the newest one that verifies is used instead. One that orbax finished but that
+has no record (an older version's) is used unverified, with a warning. On several processes, only
 process 0 reads or changes the directories and broadcasts what it found.
 """
 
@@ -108,7 +109,16 @@ class Checkpointer:
                 os.path.relpath(path, self._workdir), reason, target)
 
   def _verified(self, path: str) -> dict[str, Any] | None:
-    """The record's metadata if `path` verifies, else None (and `path` moved aside)."""
+    """The record's metadata if `path` verifies, else None (and `path` moved aside).
+
+    A checkpoint that orbax finished but that has no record (saved before records
+    existed, or stopped between the save and its record) is used unverified.
+    """
+    if (not os.path.exists(os.path.join(path, integrity.RECORD_FILE))
+        and os.path.exists(os.path.join(path, ocp.path.atomicity_types.COMMIT_SUCCESS_FILE))):
+      log.warning('%s has no integrity record (saved by an older version, or stopped before '
+                  'its record was written): using it unverified.', path)
+      return {}
     try:
       return integrity.verify(path)
     except CheckpointError as e:
@@ -122,6 +132,9 @@ class Checkpointer:
       path = os.path.join(self._best_dir, str(step))
       metadata = self._verified(path)
       if metadata is None:
+        continue
+      if not metadata:  # Unrecorded: its top-1 is unknown, so any evaluation beats it.
+        candidates.append((float('-inf'), -step, step))
         continue
       if not isinstance(metadata.get('top1'), (int, float)):
         self._quarantine(path, f'its record has no top-1: {metadata}')

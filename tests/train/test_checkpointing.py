@@ -106,6 +106,28 @@ def test_corrupt_latest_step_falls_back_to_the_newest_good_one(tmp_path, caplog,
   assert integrity.verify(str(tmp_path / 'checkpoints' / '15'))['step'] == 15
 
 
+def test_a_finished_checkpoint_without_a_record_is_used_unverified(tmp_path, caplog):
+  # Saved by a version without records, or stopped between the save and its record.
+  _saved(tmp_path, [5, 10])
+  os.remove(tmp_path / 'checkpoints' / '10' / integrity.RECORD_FILE)
+  ckpt = checkpointing.Checkpointer(str(tmp_path), 3)
+  with caplog.at_level(logging.WARNING):
+    assert ckpt.latest_step() == 10
+  assert 'has no integrity record' in caplog.text and 'unverified' in caplog.text
+  state = ckpt.restore(10, _abstract())
+  np.testing.assert_array_equal(state['params']['w'], np.full((64, 32), 10))
+  assert not (tmp_path / 'corrupt').exists()
+  # An unrecorded best/ has no known top-1: it stays until any evaluation replaces it.
+  ckpt.save_best(10, state['params'], 0.5)
+  os.remove(tmp_path / 'best' / '10' / integrity.RECORD_FILE)
+  ckpt.close()
+  ckpt = checkpointing.Checkpointer(str(tmp_path), 3)
+  assert ckpt.best_step == 10
+  ckpt.save_best(20, state['params'], 0.1)
+  ckpt.close()
+  assert os.listdir(tmp_path / 'best') == ['20']
+
+
 def test_every_step_corrupt_means_no_checkpoint(tmp_path):
   _saved(tmp_path, [5])
   _truncate(str(tmp_path / 'checkpoints' / '5'))
