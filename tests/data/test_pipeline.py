@@ -11,15 +11,14 @@ from configs import default
 from mvitv2_jax.data import imagenet
 from mvitv2_jax.data import pipeline
 from tests.helpers import fake_imagenet
+from tests.helpers import training
 
 DEMO = 'mvitv2_demo_shapes'
 
 
 @pytest.fixture(scope='module')
 def demo_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  tfds.builder(DEMO, data_dir=data_dir).download_and_prepare()
-  return data_dir
+  return training.prepared_tfds(DEMO, tmp_path_factory)
 
 
 def _config(data_dir, **overrides):

@@ -14,15 +14,14 @@ from mvitv2_jax.data import pipeline
 from mvitv2_jax.data import video
 from mvitv2_jax.data import video_demo
 from mvitv2_jax.data import video_folder
+from tests.helpers import training
 
 TINY = 'mvitv2_demo_motion/tiny'  # 40 train, 21 validation videos of 16 frames.
 
 
 @pytest.fixture(scope='module')
 def demo_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  tfds.builder(TINY, data_dir=data_dir).download_and_prepare()
-  return data_dir
+  return training.prepared_tfds(TINY, tmp_path_factory)
 
 
 def _config(data_dir, **overrides):

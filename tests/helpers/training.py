@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+import tensorflow_datasets as tfds
+
 from configs import default
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -160,3 +162,10 @@ class Output:
       self.proc.wait()
     self._thread.join(10)
     return self.proc.returncode, self.text()
+
+
+def prepared_tfds(name: str, tmp_path_factory) -> str:
+  """Builds the TFDS dataset `name` (a built-in demo) in a fresh temp dir; its data_dir."""
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  tfds.builder(name, data_dir=data_dir).download_and_prepare()
+  return data_dir
