@@ -7,11 +7,13 @@ through `jax.experimental.topologies`, with no accelerator or driver on this hos
 needs the optional packages of requirements-aot.txt (libtpu, the CUDA plugin, cuDNN).
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import math
 import os
 import re
+from unittest import mock
 
 GiB = 2**30
 _GPU_TARGETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gpu_targets')
@@ -153,3 +155,24 @@ def devices(target: Target) -> list:
   if len(found) != target.num_chips:
     raise RuntimeError(f'{target.name}: {len(found)} devices, expected {target.num_chips}.')
   return found
+
+
+@contextlib.contextmanager
+def cudnn_checks_read(devices_: list):
+  """Within: jax's cuDNN attention checks take the compute capability of `devices_`.
+
+  They read the default backend's GPUs, and here the default backend is the CPU: they
+  would judge every GPU target as pre-Hopper (head dims up to 128, not 256) and send
+  attention sites cuDNN runs on the real GPU to the XLA fallback.
+  """
+  capabilities = {getattr(d, 'compute_capability', None) for d in devices_}
+  if len(capabilities) != 1 or None in capabilities:
+    yield  # Not one kind of GPU: nothing to read.
+    return
+  from jax._src.cudnn import fused_attention_stablehlo as cudnn  # pylint: disable=g-import-not-at-top
+  version = lambda text: tuple(int(x) for x in text.split('.'))
+  current = version(capabilities.pop())
+  with mock.patch.object(cudnn, 'check_compute_capability', lambda c: current >= version(c)), \
+       mock.patch.object(cudnn, 'is_cuda_compute_capability_equal',
+                         lambda c: current == version(c)):
+    yield

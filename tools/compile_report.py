@@ -229,7 +229,8 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
   target = aot_targets.parse_target(target_name)
   check_batch_sizes(config, target.num_chips)
   options = _compiler_options(list(xla_options))
-  mesh = sharding.create_mesh(aot_targets.devices(target))
+  target_devices = aot_targets.devices(target)
+  mesh = sharding.create_mesh(target_devices)
   rows = []
   start = time.perf_counter()
   # Outside the mesh: building the state runs small eager ops (the init key), which
@@ -241,7 +242,7 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
   # FLOPs are counted on the same programs unrolled, lowered only.
   scanned = model_cfg.scan_blocks
   counted = build_programs(_unscanned(config), mesh, programs) if scanned else built
-  with jax.set_mesh(mesh):
+  with jax.set_mesh(mesh), aot_targets.cudnn_checks_read(target_devices):
     platform = ops_platform.mesh_platform()  # The ops' name for it: GPUs are 'cuda'.
     for name, (jitted, args, batch) in built.items():
       row = _setting(config, target, model_cfg, platform, name, batch)

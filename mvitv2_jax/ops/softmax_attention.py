@@ -139,10 +139,26 @@ def cudnn_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], 
   q_aug, k_aug, v_pad = augment(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix,
                                 multiple=8)
   try:
-    out = jax.nn.dot_product_attention(q_aug, k_aug, v_pad, scale=1.0, implementation='cudnn')
+    out = even_length_attention(q_aug, k_aug, v_pad, implementation='cudnn')
   except (NotImplementedError, RuntimeError):  # Unsupported head dim, or no cuDNN here.
     return xla_attention(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix)
   return out[..., :v.shape[-1]]
+
+
+def even_length_attention(q: Array, k: Array, v: Array, *, implementation: str) -> Array:
+  """`jax.nn.dot_product_attention` (scale 1) with odd token counts padded by one row.
+
+  cuDNN's training kernels take even counts only (a class token makes them odd). The
+  padded key is left out by the kernel's own key lengths, not by a bias tensor; the
+  padded query row is dropped.
+  """
+  (batch, num_q), num_k = q.shape[:2], k.shape[1]
+  rows = lambda x, n: jnp.pad(x, ((0, 0), (0, n), (0, 0), (0, 0)))
+  kv_lengths = jnp.full((batch,), num_k, jnp.int32) if num_k % 2 else None
+  out = jax.nn.dot_product_attention(
+      rows(q, num_q % 2), rows(k, num_k % 2), rows(v, num_k % 2), scale=1.0,
+      key_value_seq_lengths=kv_lengths, implementation=implementation)
+  return out[:, :num_q]
 
 
 _TPU_BLOCK = 128  # The Pallas TPU flash kernel's default block along tokens and lanes.

@@ -1,5 +1,7 @@
 """Attention kernels: the decomposed rel-pos term as a bias, einsum and dot-product paths."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,3 +91,23 @@ def test_pallas_tpu_kernel_traces_per_shard_under_a_data_mesh():
   with jax.sharding.use_abstract_mesh(mesh):
     jaxpr = jax.jit(attend).trace(q, k, v, terms).jaxpr
   assert 'shard_map' in str(jaxpr)
+
+
+@pytest.mark.parametrize('num_q,num_k', [(7, 5), (6, 5), (7, 4), (6, 4)])
+def test_even_length_padding_leaves_attention_and_gradients_unchanged(num_q, num_k):
+  # The padding cuDNN's kernel gets, run by XLA's implementation on this CPU.
+  keys = jax.random.split(jax.random.key(3), 4)
+  q, k, v = (jax.random.normal(key, (2, n, 2, 8)) for key, n in zip(keys, (num_q, num_k, num_k)))
+  cotangent = jax.random.normal(keys[3], q.shape)
+
+  def value_and_grads(attend):
+    loss = lambda q, k, v: (jnp.sum(attend(q, k, v) * cotangent), attend(q, k, v))
+    return jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+
+  want_grads, want = value_and_grads(
+      lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=1.0))
+  got_grads, got = value_and_grads(functools.partial(attention.even_length_attention,
+                                                     implementation='xla'))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for got_leaf, want_leaf in zip(got_grads, want_grads):
+    np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-5, atol=1e-6)

@@ -226,10 +226,13 @@ def test_tiny_model_compiles_for_a_tpu_slice(tmp_path):
 @pytest.mark.skipif(not (_installed('jax_cuda12_plugin') and _installed('nvidia.cudnn')),
                     reason='the CUDA plugin and cuDNN are not installed '
                            '(pip install -r requirements-aot.txt)')
-def test_tiny_model_compiles_for_gpus_with_cudnn(tmp_path):
+@pytest.mark.parametrize('cls_token', [False, True])
+def test_tiny_model_compiles_for_gpus_with_cudnn(tmp_path, cls_token):
   # Two identical blocks in the second stage: one scanned run, its FLOPs counted unrolled.
+  # A class token makes every token count odd: cuDNN's training kernel gets them padded.
   rows, _ = _compile_tiny(tmp_path, 'h100x2', '--config.dtype=bfloat16',
-                          '--override=depths=(1,3)', '--override=scan_blocks=True')
+                          '--override=depths=(1,3)', '--override=scan_blocks=True',
+                          f'--override=cls_token={cls_token}')
   _check_rows(rows, 2, depths=(1, 3))
   # The GPU plugin has no cost analysis of the compiled program: only the module's.
   assert all(r['xla_gflops_per_image'] is None and r['scan_blocks'] for r in rows)
