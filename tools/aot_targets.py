@@ -1,8 +1,9 @@
 """Named accelerator targets as compile-only devices, with each chip's memory and peak.
 
 A target is a TPU slice (`v5e-8`, `v4-32`, `v5p-8`, `v6e-256`: Cloud TPU names, where
-the number counts TensorCores on v4/v5p and chips on v5e/v6e) or N GPUs of one kind
-(`h100x8`, `h200x16`, `a100x8`). `devices(target)` builds their compile-only devices
+the number counts TensorCores on v4/v5p and chips on v5e/v6e), N GPUs of one kind
+(`h100x8`, `h200x16`, `a100x8`), or this host's CPU devices (`cpu-1`), for its compile
+times. `devices(target)` builds their compile-only devices
 through `jax.experimental.topologies`, with no accelerator or driver on this host; it
 needs the optional packages of requirements-aot.txt (libtpu, the CUDA plugin, cuDNN).
 """
@@ -51,6 +52,9 @@ CHIPS = {
     'a100': Chip('NVIDIA A100-SXM4-80GB', 'cuda', 85_100_068_864, 312.0,
                  ('NVIDIA A100-SXM4-80GB', 'NVIDIA A100 80GB PCIe'),
                  gpu_target_config='a100.txtpb'),
+    # This host, for its compile times: its memory is the RAM, it has no bf16 peak.
+    'cpu': Chip('host CPU', 'cpu', os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'),
+                0.0, ()),
 }
 
 
@@ -96,9 +100,10 @@ def parse_target(name: str) -> Target:
   Returns:
     The target, its chip and its topology.
   """
-  known = ', '.join(f'{k}-N' if c.platform == 'tpu' else f'{k}xN' for k, c in CHIPS.items())
+  known = ', '.join(f'{k}xN' if c.platform == 'cuda' else f'{k}-N' for k, c in CHIPS.items())
   tpu = re.fullmatch(r'(v4|v5e|v5p|v6e)-(\d+)', name)
   gpu = re.fullmatch(r'(h100|h200|a100)x(\d+)', name)
+  cpu = re.fullmatch(r'cpu-(\d+)', name)
   if tpu:
     chip = CHIPS[tpu.group(1)]
     count = int(tpu.group(2))
@@ -117,6 +122,8 @@ def parse_target(name: str) -> Target:
     if count > _GPUS_PER_HOST and count % _GPUS_PER_HOST:
       raise ValueError(f'{name}: several hosts hold {_GPUS_PER_HOST} GPUs each.')
     return Target(name, chip, count, f'1x{hosts}x{min(count, _GPUS_PER_HOST)}')
+  if cpu and int(cpu.group(1)) >= 1:
+    return Target(name, CHIPS['cpu'], int(cpu.group(1)), 'host')
   raise ValueError(f'Unknown target {name!r}; expected one of {known} (e.g. v5e-8, h100x8).')
 
 
@@ -138,7 +145,14 @@ def devices(target: Target) -> list:
   Raises:
     RuntimeError: the target's optional package is not installed.
   """
+  import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  if target.chip.platform == 'cpu':
+    found = jax.devices('cpu')
+    if len(found) < target.num_chips:
+      raise RuntimeError(f'{target.name}: this host has {len(found)} CPU devices; run with '
+                         f'XLA_FLAGS=--xla_force_host_platform_device_count={target.num_chips}.')
+    return found[:target.num_chips]
   package = _PACKAGES[target.chip.platform]
   if importlib.util.find_spec(package) is None:
     raise RuntimeError(f'{target.name} needs {package}: pip install -r requirements-aot.txt')

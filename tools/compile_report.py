@@ -440,7 +440,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                           lock_config=True)
 _TARGET = flags.DEFINE_string('target', None, 'v4-N, v5e-N, v5p-N, v6e-N, h100xN, h200xN, '
-                              'a100xN (Cloud TPU names: v4/v5p count TensorCores).')
+                              'a100xN, cpu-N (this host: its compile times) '
+                              '(Cloud TPU names: v4/v5p count TensorCores).')
 _PROGRAMS = flags.DEFINE_list('programs', list(PROGRAMS), 'train and/or eval.')
 _OVERRIDES = flags.DEFINE_multi_string(
     'override', [], 'A model option as name=value, e.g. depths=(2,6,36,4), remat=True.')

@@ -186,7 +186,7 @@ def _compile_tiny(tmp_path, target, *flags):
   return [json.loads(line) for line in out.read_text().splitlines()], result.stdout
 
 
-def _check_rows(rows, chips, depths=(1, 1)):
+def _check_rows(rows, chips, depths=(1, 1), pool_impl='conv'):
   assert [r['program'] for r in rows] == ['train', 'eval']
   for r in rows:
     assert r['status'] == 'ok' and r['fits'] and r['num_chips'] == chips
@@ -196,10 +196,13 @@ def _check_rows(rows, chips, depths=(1, 1)):
     # kernels (custom calls): above the model count less its attention matmuls.
     assert r['model_gflops_per_image'] - r['attention_gflops_per_image'] <= (
         r['hlo_gflops_per_image']) < 1.5 * r['model_gflops_per_image']
-    assert r['pool_impl'] == 'conv' and 'depthwise_convolution' in r['pooling_kernels']
-  train, _ = rows
-  # Replicated params: the gradients are all-reduced over the chips.
-  assert train['collectives']['all-reduce']['count'] >= 1
+    assert r['pool_impl'] == pool_impl
+    if pool_impl == 'conv':
+      assert 'depthwise_convolution' in r['pooling_kernels']
+  if chips > 1:
+    train, _ = rows
+    # Replicated params: the gradients are all-reduced over the chips.
+    assert train['collectives']['all-reduce']['count'] >= 1
 
 
 def _installed(module: str) -> bool:
@@ -207,6 +210,16 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
   except ModuleNotFoundError:  # Its parent package is missing.
     return False
+
+
+def test_tiny_model_compiles_for_this_host(tmp_path):
+  # The CPU target needs no optional package: the tool's whole path, in every CI run.
+  rows, table = _compile_tiny(tmp_path, 'cpu-1')
+  _check_rows(rows, 1, pool_impl='slices')  # The CPU's own kernels.
+  for r in rows:
+    assert r['chip'] == 'host CPU' and r['xla_gflops_per_image'] > 0
+    assert r['attention_impl'] == 'einsum'
+  assert re.search(r'^\| cpu-1 \| eval \| mvitv2_demo \(1x1\) \|', table, re.M)
 
 
 @pytest.mark.slow
