@@ -81,3 +81,15 @@ def get_config():
   # Sharding: the batch is split on a 'data' mesh axis over every device of every host.
   config.shard_params = False  # FSDP-style: shard params and optimizer state over 'data'.
   return config
+
+
+def scan_blocks_with_remat(config: ml_collections.ConfigDict) -> None:
+  """For the deep models: each run of identical blocks one scanned, rematerialised block.
+
+  A scan keeps compile time flat in depth. XLA cannot rematerialise across its loop, so
+  each block keeps only its dense layers' outputs for the backward pass and recomputes
+  the rest; docs/performance.md has the memory this plan takes per chip.
+  """
+  config.model_overrides.scan_blocks = True
+  config.model_overrides.remat = True
+  config.model_overrides.remat_policy = 'dots_with_no_batch_dims_saveable'

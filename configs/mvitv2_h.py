@@ -18,4 +18,5 @@ def get_config():
   config.model = 'mvitv2_h_cls'
   config.drop_path_rate = 0.6
   config.shard_params = True
+  default.scan_blocks_with_remat(config)
   return config

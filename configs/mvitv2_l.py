@@ -16,4 +16,5 @@ def get_config():
   config.model = 'mvitv2_l'
   config.drop_path_rate = 0.5
   config.shard_params = True
+  default.scan_blocks_with_remat(config)
   return config

@@ -375,7 +375,10 @@ def _setting(config, target, model_cfg, platform, program, batch) -> dict[str, A
 
 def _failure(message: str, chip_bytes: int) -> dict[str, Any]:
   """A failed compile as report fields: out of memory (with the shortfall) or an error."""
-  first = message.strip().splitlines()[0] if message.strip() else 'compile failed'
+  lines = message.strip().splitlines() or ['compile failed']
+  # An error raised in Python inside the compiler (a custom partitioner) is a traceback:
+  # its last line says what failed.
+  first = lines[0] if len(lines) == 1 else f'{lines[0]} ... {lines[-1]}'
   oom = tpu_shortfall_bytes(message)
   if oom:
     used, _ = oom

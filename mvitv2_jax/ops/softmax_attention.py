@@ -138,8 +138,9 @@ def cudnn_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], 
     return xla_attention(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix)
   q_aug, k_aug, v_pad = augment(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix,
                                 multiple=8)
+  kernel = functools.partial(even_length_attention, implementation='cudnn')
   try:
-    out = even_length_attention(q_aug, k_aug, v_pad, implementation='cudnn')
+    out = per_batch_shard(kernel)(q_aug, k_aug, v_pad)
   except (NotImplementedError, RuntimeError):  # Unsupported head dim, or no cuDNN here.
     return xla_attention(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix)
   return out[..., :v.shape[-1]]
@@ -169,8 +170,7 @@ def pallas_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...],
   """The Pallas TPU flash-attention kernel on the augmented q, k.
 
   Head dims are padded to 128 lanes and token counts to 128-row blocks; padded keys get
-  their own segment id, so no real query attends to them. Under a mesh with a 'data'
-  axis the kernel runs per shard of the batch (`jax.shard_map`): XLA cannot partition it.
+  their own segment id, so no real query attends to them.
   """
   from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash  # pylint: disable=g-import-not-at-top
   q_aug, k_aug, v_pad = augment(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix,
@@ -189,9 +189,18 @@ def pallas_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...],
         segment_ids=jax.tree.map(lambda s: s.astype(jnp.int32), segments), sm_scale=1.0)
     return jnp.swapaxes(out, 1, 2)[:, :num_q, :, :v.shape[-1]]
 
+  return per_batch_shard(kernel)(q_aug, k_aug, v_pad)
+
+
+def per_batch_shard(kernel):
+  """`kernel(q, k, v)` run on each shard of the batch under a mesh with a 'data' axis.
+
+  XLA cannot partition a Pallas kernel, and cuDNN's partitioning rule fails where FSDP's
+  sharded weights lead XLA to shard the heads axis: per shard, neither has to.
+  """
   mesh = jax.sharding.get_abstract_mesh()
-  if 'data' in mesh.axis_names and mesh.shape['data'] > 1:
-    spec = jax.sharding.PartitionSpec('data')
-    # check_vma=False: pallas_call's outputs carry no varying-axes type to check.
-    kernel = jax.shard_map(kernel, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)
-  return kernel(q_aug, k_aug, v_pad)
+  if 'data' not in mesh.axis_names or mesh.shape['data'] == 1:
+    return kernel
+  spec = jax.sharding.PartitionSpec('data')
+  # check_vma=False: the custom calls' outputs carry no varying-axes type to check.
+  return jax.shard_map(kernel, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)

@@ -220,11 +220,13 @@ SCANNED = dict(embed_dim=8, depths=(2, 3, 3, 1), image_size=32, num_classes=10,
                drop_path_rate=0.2)
 
 
-@pytest.mark.parametrize('remat', [False, True])
-def test_scanned_blocks_compute_the_same_model(remat):
+@pytest.mark.parametrize('remat,remat_policy', [
+    (False, ''), (True, ''), (True, 'dots_with_no_batch_dims_saveable')])  # The L/H configs'.
+def test_scanned_blocks_compute_the_same_model(remat, remat_policy):
   from mvitv2_jax.model import stacking  # pylint: disable=g-import-not-at-top
-  plain = models.create_model('mvitv2_t', **SCANNED, remat=remat)
-  scanned = models.create_model('mvitv2_t', **SCANNED, remat=remat, scan_blocks=True)
+  remat = dict(remat=remat, remat_policy=remat_policy)
+  plain = models.create_model('mvitv2_t', **SCANNED, **remat)
+  scanned = models.create_model('mvitv2_t', **SCANNED, **remat, scan_blocks=True)
   images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   params = plain.init(jax.random.key(0), images)['params']
   stacked = stacking.stack(params, scanned.cfg)
@@ -246,8 +248,8 @@ def test_scanned_blocks_compute_the_same_model(remat):
     # Drop path draws other masks in a scan (its RNG splits per step); without it the
     # gradients are the unscanned model's.
     no_drop = dict(SCANNED, drop_path_rate=0.0)
-    plain0 = models.create_model('mvitv2_t', **no_drop, remat=remat)
-    scanned0 = models.create_model('mvitv2_t', **no_drop, remat=remat, scan_blocks=True)
+    plain0 = models.create_model('mvitv2_t', **no_drop, **remat)
+    scanned0 = models.create_model('mvitv2_t', **no_drop, **remat, scan_blocks=True)
     want, _ = jax.jit(jax.grad(functools.partial(loss, plain0), has_aux=True))(params)
     got, _ = jax.jit(jax.grad(functools.partial(loss, scanned0), has_aux=True))(stacked)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
