@@ -63,8 +63,8 @@ PROGRAMS = ('train', 'eval')
 _KNOWN_FAILURES = (
     (re.compile(r"Couldn't find output tile sizes"),
      "XLA's Triton GEMM emitter cannot tile one of the matmuls; compile with "
-     '--xla_option=xla_gpu_enable_triton_gemm=false (or XLA_FLAGS='
-     '--xla_gpu_enable_triton_gemm=false when training), which gives them to cuBLAS.'),
+     'xla_gpu_enable_triton_gemm=false (the trainer\'s and this tool\'s default on GPUs, '
+     'ops/platform.py COMPILER_OPTIONS), which gives them to cuBLAS.'),
 )
 # libtpu's out-of-memory messages: "Used 20.51G of 15.48G hbm. Exceeded hbm capacity by
 # 5.03G." and "the total memory required for HLO temporaries (26.59G) exceeds available HBM
@@ -228,9 +228,10 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
   """
   target = aot_targets.parse_target(target_name)
   check_batch_sizes(config, target.num_chips)
-  options = _compiler_options(list(xla_options))
   target_devices = aot_targets.devices(target)
   mesh = sharding.create_mesh(target_devices)
+  # The trainer's options for this platform, then the caller's.
+  options = {**ops_platform.compiler_options(mesh), **_compiler_options(list(xla_options))}
   rows = []
   start = time.perf_counter()
   # Outside the mesh: building the state runs small eager ops (the init key), which
@@ -252,7 +253,7 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
       row['lower_s'] = time.perf_counter() - start
       start = time.perf_counter()
       try:
-        compiled = lowered.compile(options) if options else lowered.compile()
+        compiled = lowered.compile(options)
       except Exception as e:  # pylint: disable=broad-except
         row.update(_failure(str(e), target.chip.memory_bytes),
                    compile_s=time.perf_counter() - start)
@@ -262,10 +263,12 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
       row.update(_memory(compiled, target.chip.memory_bytes))
       row['status'] = 'ok' if row['fits'] else 'does_not_fit'
       counted_fn, counted_args, _ = counted[name]
+      # Gradient accumulation is a loop too: its body computes one micro-batch.
+      counted_batch = batch // config.optim.grad_accum_steps if name == 'train' else batch
       row['xla_gflops_per_image'] = (
-          None if scanned else _compiled_gflops(compiled, batch, target.num_chips))
+          None if scanned else _compiled_gflops(compiled, counted_batch, target.num_chips))
       row['hlo_gflops_per_image'] = _module_gflops(
-          counted_fn.lower(*counted_args) if scanned else lowered, batch)
+          counted_fn.lower(*counted_args) if scanned else lowered, counted_batch)
       row.update(hlo_summary.summarize(compiled.as_text()))
       rows.append(row)
   return rows

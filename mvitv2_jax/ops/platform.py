@@ -20,13 +20,29 @@ AUTO_KERNELS = {
 }
 
 
-def mesh_platform() -> str | None:
-  """The platform ('cpu', 'tpu', 'cuda', ...) of the mesh in context, or None without one."""
-  device = getattr(jax.sharding.get_abstract_mesh(), 'abstract_device', None)
-  if device is None:
-    return None
+# XLA compiler options per platform, for the programs the trainer compiles.
+COMPILER_OPTIONS = {
+    # XLA's Triton GEMM emitter finds no tiling for some of MViTv2-L's weight-gradient
+    # matmuls (bf16[3456,1152]) and fails the compile; cuBLAS runs them instead.
+    'cuda': {'xla_gpu_enable_triton_gemm': False},
+}
+
+
+def device_platform(device) -> str:
+  """The kernels' name for a (possibly abstract) device's platform: 'cpu', 'tpu', 'cuda'."""
   # Devices name CUDA and ROCm GPUs both 'gpu'; the kernels are CUDA's (ROCm falls back).
   return 'cuda' if device.platform == 'gpu' else device.platform
+
+
+def mesh_platform() -> str | None:
+  """The platform of the mesh in context, or None without one."""
+  device = getattr(jax.sharding.get_abstract_mesh(), 'abstract_device', None)
+  return None if device is None else device_platform(device)
+
+
+def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """`COMPILER_OPTIONS` for programs over `mesh`'s devices (a copy: callers add theirs)."""
+  return dict(COMPILER_OPTIONS.get(device_platform(mesh.devices.flat[0]), {}))
 
 
 def resolve(op: str, impl: str, platform: str) -> str:

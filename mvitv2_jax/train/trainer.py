@@ -27,6 +27,7 @@ import numpy as np
 from mvitv2_jax import convert
 from mvitv2_jax.data import pipeline
 from mvitv2_jax.data import sources
+from mvitv2_jax.ops import platform as ops_platform
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import errors
 from mvitv2_jax.train import memory
@@ -210,7 +211,7 @@ def _compiled_eval_step(model, mesh, params_abstract, params_shardings, config):
   compiled = make_eval_step(model, mesh, params_shardings).lower(
       params_abstract,
       _abstract_batch(config.eval_batch_size, config, model.cfg.input_size, mesh,
-                      train=False)).compile()
+                      train=False)).compile(ops_platform.compiler_options(mesh))
   memory.check_fits(compiled, f'The eval step at eval_batch_size {config.eval_batch_size}',
                     _EVAL_REMEDY)
   return compiled
@@ -357,7 +358,7 @@ def _train_loop(config, workdir, mesh, data, make_writer,
     compile_start = time.time()
     train_fn = make_train_step(config, model, tx, schedule, mesh, shardings).lower(
         abstract, _abstract_batch(config.batch_size, config, model.cfg.input_size, mesh,
-                                  train=True)).compile()
+                                  train=True)).compile(ops_platform.compiler_options(mesh))
     memory.check_fits(train_fn, f'The train step at batch_size {config.batch_size}',
                       _TRAIN_REMEDY)
     eval_cfg = eval_config(config, data)

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from mvitv2_jax import models
@@ -50,3 +51,16 @@ def test_under_a_mesh_only_its_platforms_kernel_is_traced():
     assert platform.mesh_platform() == 'cpu'
     jaxpr = str(jax.make_jaxpr(fn)(x, w))
   assert 'cond' not in jaxpr and 'conv_general_dilated' not in jaxpr
+
+
+def test_compiler_options_apply_to_their_platform_only():
+  class Device:
+    def __init__(self, name):
+      self.platform = name
+
+  mesh = lambda name: type('Mesh', (), {'devices': np.array([Device(name)])})()
+  assert platform.compiler_options(mesh('gpu')) == {'xla_gpu_enable_triton_gemm': False}
+  assert platform.compiler_options(mesh('cpu')) == platform.compiler_options(mesh('tpu')) == {}
+  options = platform.compiler_options(mesh('gpu'))
+  options['extra'] = 1  # A copy: the table is not changed.
+  assert 'extra' not in platform.COMPILER_OPTIONS['cuda']
