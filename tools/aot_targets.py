@@ -2,10 +2,10 @@
 
 A target is a TPU slice (`v5e-8`, `v4-32`, `v5p-8`, `v6e-256`: Cloud TPU names, where
 the number counts TensorCores on v4/v5p and chips on v5e/v6e), N GPUs of one kind
-(`h100x8`, `h200x16`, `a100x8`), or this host's CPU devices (`cpu-1`), for its compile
-times. `devices(target)` builds their compile-only devices
-through `jax.experimental.topologies`, with no accelerator or driver on this host; it
-needs the optional packages of requirements-aot.txt (libtpu, the CUDA plugin, cuDNN).
+(`h100x8`, `h200x16`, `a100x8`), or this host's own CPU devices (`cpu-1`: its compile
+times). `devices(target)` builds TPU and GPU targets as compile-only devices through
+`jax.experimental.topologies`, with no accelerator or driver on this host; they need the
+optional packages of requirements-aot.txt (libtpu, the CUDA plugin, cuDNN).
 """
 
 import contextlib
@@ -143,7 +143,8 @@ def devices(target: Target) -> list:
     `num_chips` devices, one per chip (TPU megacore chips are one device).
 
   Raises:
-    RuntimeError: the target's optional package is not installed.
+    RuntimeError: the target's optional package is not installed, or the host has fewer
+      CPU devices than a CPU target names.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
