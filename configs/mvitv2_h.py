@@ -4,8 +4,8 @@
 
 Only a cls variant of H exists. Batch 2048 global, params and optimizer state
 sharded (FSDP), blocks scanned and rematerialised. Compiled for (docs/performance.md):
-one 8xH100 node, 68.7 GiB per GPU; a v5e-8 with --config.optim.grad_accum_steps=8,
-10.9 GiB per chip.
+one 8xH100 node, 68.7 GiB per GPU; a v5e-256, 7.3 GiB per chip; a v5e-8 with
+--config.optim.grad_accum_steps=8, 10.9 GiB per chip.
 Drop path 0.6 is our choice, NOT from the original: the official H results
 (88.0 top-1) come from ImageNet-21K pre-training then 1K fine-tuning, and
 there is no ImageNet-1K-from-scratch H recipe or number. For that route,
