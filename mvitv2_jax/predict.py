@@ -132,12 +132,20 @@ def _number(kind, low, high=None, *, low_open=False):
   return parse
 
 
+def image_classifiers() -> list[str]:
+  """The variants that classify single images: the ones this command can run."""
+  return [name for name in models.model_names()
+          if models.family_of(name).task == 'classification'
+          and len(models.family_of(name).input_shape(models.variant_config(name))) == 3]
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='mvitv2-predict', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('images', nargs='+', help='image files (JPEG, PNG, GIF, BMP)')
-  parser.add_argument('--model', required=True, choices=models.model_names(), metavar='MODEL',
-                      help=f'one of: {", ".join(models.model_names())}')
+  names = image_classifiers()
+  parser.add_argument('--model', required=True, choices=names, metavar='MODEL',
+                      help=f'one of: {", ".join(names)}')
   parser.add_argument('--checkpoint', required=True,
                       help='converted checkpoint directory, or a PyTorch .pyth/.pth/.safetensors')
   parser.add_argument('--num_classes', '--num-classes', type=_number(int, 1), default=1000)
@@ -159,7 +167,7 @@ def main(argv=None) -> int:
   if args.cls_residual_q:
     overrides['cls_residual_q'] = True
   model = models.create_model(args.model, **overrides)
-  multiple = convert.image_size_multiple(model.cfg)
+  multiple = models.image_size_multiple(model)
   if args.image_size % multiple:
     parser.error(f'argument --image_size/--image-size: {args.model} needs a multiple of '
                  f'{multiple}, not {args.image_size}')

@@ -9,11 +9,11 @@ from PIL import Image
 from mvitv2_jax import convert
 from mvitv2_jax import predict
 from mvitv2_jax.data import imagenet
-from mvitv2_jax.model import variants
 from tests.helpers import golden
 from tests.helpers import hostile_files
 from tests.helpers import limited
 from tests.helpers import training
+from tests.helpers import variants
 
 DATA = golden.DIR
 TINY = dict(golden.TINY, num_classes=1000)
@@ -41,7 +41,7 @@ def test_eval_transform_resizes_short_side_and_center_crops(tmp_path):
 
 def test_predict_prints_top5_for_a_jpeg(tmp_path, capsys):
   with pytest.MonkeyPatch.context() as mp:
-    mp.setitem(variants._VARIANTS, 'mvitv2_test_tiny', TINY)
+    variants.register(mp, 'mvitv2_test_tiny', TINY)
     checkpoint = tmp_path / 'ckpt'
     # A 1000-class tiny model: the golden tiny weights with a fresh ImageNet-sized head.
     assert convert.main([str(DATA / 'tiny.pyth'), str(checkpoint), '--model', 'mvitv2_test_tiny',

@@ -6,8 +6,11 @@ Examples (from the repository root):
   python -m tools.benchmark --modes input --batch_sizes 64 --image_sizes 64
   python -m tools.benchmark --modes video_input --batch_sizes 8 --input_batches 4
 
-Every case is compiled ahead of time (compile time reported separately), warmed up,
-then timed one step at a time with `block_until_ready`. The repeats of all cases are
+A model case is the trainer's own program for the variant's recipe (configs/<variant>.py,
+see tools/trainer_programs.py) at the case's batch, size and dtype on one device: its
+train step (optimizer, mixup, drop path), or for inference its eval step (the forward
+pass and the eval sums). Every case is compiled ahead of time (compile time reported
+separately), warmed up, then timed one step at a time with `block_until_ready`. The repeats of all cases are
 interleaved (one step of each case per round), so that machine noise spreads over
 all cases alike; images/s are reported as the median and the best of the timed steps.
 
@@ -28,30 +31,26 @@ On a CPU host, `--reuse_host_memory` keeps XLA:CPU's step memory mapped between 
 
 import argparse
 import dataclasses
-import importlib.util
 import itertools
 import json
-import math
 import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
 
 from configs import default
 from mvitv2_jax import models
 from mvitv2_jax.ops import platform
-from mvitv2_jax.train import optim
+from mvitv2_jax.train import sharding
 from tools import aot_targets
 from tools import host_memory
-
-_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            'configs')
+from tools import trainer_programs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,154 +64,46 @@ class Case:
   pool_impl: str = 'auto'  # `MViTv2Config.pool_impl`.
 
 
-def model_flops_per_image(cfg: models.MViTv2Config, image_size: int | None = None) -> float:
-  """Analytic forward FLOPs (2 per multiply-add) of matmuls, convs and einsums.
-
-  Args:
-    cfg: the model config (image or video).
-    image_size: input height and width; the config's build size if None.
-
-  Returns:
-    FLOPs of one example's (image's or clip's) forward pass.
-  """
-  return sum(flops_per_image_by_part(cfg, image_size).values())
-
-
-def flops_per_image_by_part(cfg: models.MViTv2Config,
-                            image_size: int | None = None) -> dict[str, float]:
-  """`model_flops_per_image` in two parts: 'attention' (q.k and attn.v) and 'other'.
-
-  Fused attention kernels are custom calls, whose FLOPs XLA's cost analysis leaves out:
-  the 'attention' part says how much of the count they hold.
-
-  Args:
-    cfg: the model config (image or video).
-    image_size: input height and width; the config's build size if None.
-
-  Returns:
-    {'attention': FLOPs, 'other': FLOPs} of one example's forward pass.
-  """
-  attention_macs = 0.0
-  size = cfg.input_size if image_size is None else (*cfg.input_size[:-2], image_size, image_size)
-  grid = models.pooled_grid(size, cfg.per_axis(cfg.patch_stride))
-  macs = math.prod(grid) * cfg.embed_dim * 3 * math.prod(cfg.per_axis(cfg.patch_kernel))
-  prefix = 1 if cfg.cls_token else 0
-  pool_taps = math.prod(cfg.per_axis(cfg.pool_kernel))
-  specs = models.block_specs(cfg)
-  for spec in specs:
-    q_grid, kv_grid = models.pooled_grid(grid, spec.q_stride), models.pooled_grid(grid, spec.kv_stride)
-    n_in = math.prod(grid) + prefix
-    n_q, n_kv = math.prod(q_grid) + prefix, math.prod(kv_grid) + prefix
-    dim = spec.att_dim
-    macs += n_in * spec.dim_in * 3 * dim  # qkv.
-    if cfg.pool_mode == 'conv':
-      pooled = (math.prod(q_grid) if spec.pool_q else 0) + 2 * math.prod(kv_grid)
-      macs += pooled * dim * pool_taps  # Depthwise pooling.
-    attention_macs += 2 * n_q * n_kv * dim  # q.k and attn.v.
-    if spec.rel_pos_lens:
-      macs += math.prod(q_grid) * sum(kv_grid) * dim  # Decomposed rel-pos, one term per axis.
-    macs += n_q * dim * dim  # attn proj.
-    widens = spec.dim_in != spec.dim_out
-    if widens and cfg.dim_mul_in_att:
-      macs += n_in * spec.dim_in * spec.dim_out
-    hidden = int(spec.att_dim * cfg.mlp_ratio)
-    macs += n_q * (spec.att_dim * hidden + hidden * spec.dim_out)
-    if widens and not cfg.dim_mul_in_att:
-      macs += n_q * spec.att_dim * spec.dim_out
-    grid = q_grid
-  macs += specs[-1].dim_out * cfg.num_classes  # Head.
-  return {'attention': 2.0 * attention_macs, 'other': 2.0 * macs}
-
-
-def _loss_fn(model: models.MViTv2, params, images, labels, rng):
-  logits = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def make_train_step(model: models.MViTv2, tx: optax.GradientTransformation,
-                    on_trace: Callable[[], None] = lambda: None):
-  """A train step (forward, backward, optimizer update) on a state tuple.
-
-  Args:
-    model: the model (drop path as configured).
-    tx: the optimizer.
-    on_trace: called each time the step is traced (for recompilation checks).
-
-  Returns:
-    `step(state, images, labels) -> (state, loss)` with state = (params, opt_state,
-    rng); jit it with `donate_argnums=0` so the state is updated in place.
-  """
-
-  def step(state, images, labels):
-    on_trace()
-    params, opt_state, rng = state
-    rng, step_rng = jax.random.split(rng)
-    loss, grads = jax.value_and_grad(_loss_fn, argnums=1)(model, params, images, labels, step_rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state, rng), loss
-
-  return step
-
-
-def create_optimizer(batch_size: int) -> optax.GradientTransformation:
-  """The recipe's optimizer: global-norm clipping and AdamW with its decay mask."""
-  config = default.get_config()
-  config.batch_size = batch_size
-  return optim.create_optimizer(config, optim.create_schedule(config, 1000, 100_000))
-
-
-def train_drop_path_rate(variant: str) -> float:
-  """Drop path in a train-step case: the rate of the variant's training config
-  (configs/<variant>.py), 0.1 for a variant without one."""
-  path = os.path.join(_CONFIGS_DIR, f'{variant}.py')
-  if not os.path.exists(path):
-    return 0.1
-  spec = importlib.util.spec_from_file_location(f'configs.{variant}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config().drop_path_rate
+def case_config(case: Case, args: argparse.Namespace) -> ml_collections.ConfigDict:
+  """The variant's recipe at the case's batch size, input size, dtype and kernels."""
+  config = trainer_programs.recipe(case.variant)
+  config.batch_size = config.eval_batch_size = case.batch_size
+  config.image_size = case.image_size
+  config.dtype = case.dtype
+  overrides = config.model_overrides
+  overrides.attention_impl, overrides.pool_impl = case.attention_impl, case.pool_impl
+  if args.remat_policy:
+    overrides.remat = True
+    overrides.remat_policy = '' if args.remat_policy == 'all' else args.remat_policy
+  return config
 
 
 class Runner:
-  """One compiled case: its arguments, a step function and its measurements."""
+  """One compiled case on one device: the trainer's step, its inputs and measurements.
+
+  A train case runs the trainer's train step (the recipe's optimizer, mixup and drop
+  path); an inference case its eval step (the forward pass and the eval sums).
+  """
 
   def __init__(self, case: Case, args: argparse.Namespace):
     self.case = case
-    self.traces = 0
-    overrides = {'image_size': case.image_size, 'dtype': case.dtype,
-                 'attention_impl': case.attention_impl, 'pool_impl': case.pool_impl}
-    if args.remat_policy:
-      overrides.update(remat=True, remat_policy='' if args.remat_policy == 'all' else args.remat_policy)
-    if case.mode == 'train':
-      overrides['drop_path_rate'] = train_drop_path_rate(case.variant)
-    model = models.create_model(case.variant, **overrides)
-    self.cfg = model.cfg
-    rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.standard_normal(
-        (case.batch_size, case.image_size, case.image_size, 3), np.float32))
-    labels = jnp.asarray(rng.integers(0, model.cfg.num_classes, case.batch_size), jnp.int32)
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])['params']
-
-    def count_trace():
-      self.traces += 1
-
-    if case.mode == 'inference':
-      def forward(params, images):
-        count_trace()
-        return model.apply({'params': params}, images)
-      jitted = jax.jit(forward)
-      self.state, self.inputs = params, (images,)
-    else:
-      tx = create_optimizer(case.batch_size)
-      jitted = jax.jit(make_train_step(model, tx, count_trace), donate_argnums=0)
-      self.state, self.inputs = (params, tx.init(params), jax.random.PRNGKey(1)), (images, labels)
-    start = time.perf_counter()
-    compiled = jitted.lower(self.state, *self.inputs).compile()
+    config = case_config(case, args)
+    mesh = sharding.create_mesh(jax.devices()[:1])
+    with jax.set_mesh(mesh):
+      programs = trainer_programs.build(config, mesh)
+      self.model = programs.model
+      rng = np.random.default_rng(0)
+      train = case.mode == 'train'
+      spec = programs.task.batch_spec(config, programs.model, case.batch_size, train=train)
+      self.inputs = {k: _random(rng, v, config.num_classes) for k, v in spec.items()}
+      state = programs.initial_state()
+      self.state = state if train else state.params
+      start = time.perf_counter()
+      lowered = programs.lower_train() if train else programs.lower_eval(case.batch_size)
+      # Steps run this executable: a step that traced or compiled again cannot happen.
+      self.compiled = lowered.compile(platform.compiler_options(mesh))
     self.compile_s = time.perf_counter() - start
-    # Steps go through `jitted`, which reuses this executable: a step that traced or
-    # compiled again would show in `traces` (and in its time).
-    self.jitted = jitted
-    cost = compiled.cost_analysis()
+    cost = self.compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     self.xla_flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
     self.step_s: list[float] = []
@@ -220,18 +111,19 @@ class Runner:
   def step(self, timed: bool) -> None:
     start = time.perf_counter()
     if self.case.mode == 'inference':
-      jax.block_until_ready(self.jitted(self.state, *self.inputs))
+      jax.block_until_ready(self.compiled(self.state, self.inputs))
     else:
       # The state is donated: feed each step the previous step's output.
-      self.state, loss = self.jitted(self.state, *self.inputs)
-      jax.block_until_ready((self.state, loss))
+      self.state, metrics = self.compiled(self.state, self.inputs)
+      jax.block_until_ready((self.state, metrics))
     if timed:
       self.step_s.append(time.perf_counter() - start)
 
   def result(self, peak_tflops: float | None) -> dict[str, Any]:
     case, batch = self.case, self.case.batch_size
+    cfg = self.model.cfg
     best, median = min(self.step_s), statistics.median(self.step_s)
-    model_flops = model_flops_per_image(self.cfg, case.image_size)
+    model_flops = sum(models.flops_per_example(self.model, case.image_size).values())
     if case.mode == 'train':
       model_flops *= 3.0
     device = jax.devices()[0]
@@ -242,9 +134,10 @@ class Runner:
     return dict(
         variant=case.variant, mode=case.mode, batch_size=batch, image_size=case.image_size,
         dtype=case.dtype,
-        attention_impl=platform.resolve('attention', self.cfg.attention_impl, device.platform),
-        pool_impl=platform.resolve('pool', self.cfg.pool_impl, device.platform),
-        remat=self.cfg.remat and (self.cfg.remat_policy or 'all'), backend=jax.default_backend(), device_kind=device.device_kind,
+        attention_impl=platform.resolve('attention', cfg.attention_impl, device.platform),
+        pool_impl=platform.resolve('pool', cfg.pool_impl, device.platform),
+        remat=cfg.remat and (cfg.remat_policy or 'all'), backend=jax.default_backend(),
+        device_kind=device.device_kind,
         num_devices=1, compile_s=round(self.compile_s, 3), timed_steps=len(self.step_s),
         images_per_s_median=batch / median, images_per_s_best=batch / best,
         step_s_median=median, step_s_best=best,
@@ -253,7 +146,16 @@ class Runner:
         model_tflops_per_s=achieved,
         xla_tflops_per_s=self.xla_flops / median / 1e12,
         peak_tflops=peak, mfu=(achieved / peak) if peak else None,
-        traces=self.traces, xla_flags=os.environ.get('XLA_FLAGS', ''))
+        xla_flags=os.environ.get('XLA_FLAGS', ''))
+
+
+def _random(rng: np.random.Generator, spec: jax.ShapeDtypeStruct, num_classes: int):
+  """A random array of `spec` (labels below `num_classes`, masks all True)."""
+  if spec.dtype == np.int32:
+    return jnp.asarray(rng.integers(0, num_classes, spec.shape), jnp.int32)
+  if spec.dtype == np.bool_:
+    return jnp.ones(spec.shape, bool)
+  return jnp.asarray(rng.standard_normal(spec.shape, np.float32))
 
 
 def run_model_cases(cases: list[Case], args: argparse.Namespace) -> list[dict[str, Any]]:

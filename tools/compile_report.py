@@ -8,16 +8,17 @@ r"""Compiles the trainer's programs for a TPU or GPU target on this host, and re
 
 No accelerator is needed: the target's devices are compile-only devices (see
 tools/aot_targets.py), the mesh spans them, and the programs are traced under it, so the
-model's ops pick the target's kernels. The programs are the trainer's own: the jitted
-train step (`train.step.make_train_step`, with the state, optimizer and shardings the
-trainer builds; donation, FSDP and gradient accumulation as configured) and the eval
-step, on ShapeDtypeStructs of the config's global batches.
+model's ops pick the target's kernels. The programs are the trainer's own
+(`train.programs`): the jitted train step, with the state, optimizer and shardings the
+trainer builds (donation, FSDP and gradient accumulation as configured), and the eval
+step at the eval batch the trainer uses on that many chips, on ShapeDtypeStructs of the
+task's global batches (a video config's eval batch holds every test view).
 
 Per program and chip it reports memory (argument, output, temporaries and peak, against
 the chip's HBM: a program that does not fit says by how much), FLOPs per image (XLA's
 cost analysis of the compiled program where the backend has one, TPU, and the blocks are
 unrolled; the unoptimised HLO's cost analysis on every target, of the unrolled programs;
-the analytic count of tools/benchmark.py, and of its attention matmuls), the
+the model family's analytic count, and of its attention matmuls), the
 collectives, which attention and pooling kernels the HLO contains, and the lowering and
 compile times; one JSON line per program (`--json_out`) and a table. A compile that fails
 is reported with its error, and with the fix where one is known.
@@ -37,24 +38,25 @@ import json
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
 import jax
 from jax._src.lib import _jax  # HLO cost analysis of a module: no public API yet.
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 
+from mvitv2_jax import models
+from mvitv2_jax import tasks
 from mvitv2_jax.ops import platform as ops_platform
-from mvitv2_jax.train import optim
+from mvitv2_jax.train import evaluation
+from mvitv2_jax.train import memory
 from mvitv2_jax.train import sharding
-from mvitv2_jax.train import step
-from mvitv2_jax.train import trainer
+from mvitv2_jax.train import validation
 from tools import aot_targets
-from tools import benchmark
 from tools import hlo_summary
+from tools import trainer_programs
 
 GiB = aot_targets.GiB
 PROGRAMS = ('train', 'eval')
@@ -75,62 +77,20 @@ _TPU_OOM = re.compile(
 _UNITS = {'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
 
 
-class ImageNetSizes:
-  """Split sizes for the schedule, without TFDS: they fix its constants, not the program."""
+def _lowerings(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+               ) -> dict[str, tuple[Callable[[], Any], int]]:
+  """The trainer's programs of `config`: {name: (lower it, its global batch)}.
 
-  @staticmethod
-  def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
-    return 1_281_167 if split == config.train_split else 50_000
-
-
-def check_batch_sizes(config: ml_collections.ConfigDict, num_chips: int) -> None:
-  """The trainer's rule: global batches divide by the chips (x micro-batches)."""
-  k = config.optim.grad_accum_steps
-  if config.batch_size % (num_chips * k):
-    raise ValueError(f'batch_size {config.batch_size} must divide by {num_chips} chips '
-                     f'x grad_accum_steps {k}.')
-  if config.eval_batch_size % num_chips:
-    raise ValueError(f'eval_batch_size {config.eval_batch_size} must divide by '
-                     f'{num_chips} chips.')
-
-
-def build_programs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                   names=PROGRAMS) -> dict[str, tuple[Any, tuple[Any, ...], int]]:
-  """The trainer's jitted programs and abstract arguments; lower them under `jax.set_mesh(mesh)`.
-
-  Args:
-    config: the run config.
-    mesh: the 'data' mesh over the target's devices.
-    names: 'train' and/or 'eval'.
-
-  Returns:
-    {name: (jitted function, its ShapeDtypeStruct arguments, global batch size)}.
+  Lower them under `jax.set_mesh(mesh)`. The eval batch is the one the trainer uses on
+  this many chips (`train.evaluation.eval_config`).
   """
-  schedule = optim.create_schedule(
-      config, trainer.steps_per_epoch(config, ImageNetSizes),
-      trainer.num_train_steps(config, ImageNetSizes))
-  tx = optim.create_optimizer(config, schedule)
-  model = step.create_model(config)
-  state, shardings = step.abstract_train_state(config, model, tx, mesh)
-  data = sharding.data_sharding(mesh)
-  example = (*model.cfg.input_size, 3)  # [H, W, 3], or [T, H, W, 3] for videos.
-
-  def batch(n, **extra):
-    return {'image': jax.ShapeDtypeStruct((n, *example), jnp.float32, sharding=data),
-            'label': jax.ShapeDtypeStruct((n,), jnp.int32, sharding=data),
-            **{k: jax.ShapeDtypeStruct((n,), v, sharding=data) for k, v in extra.items()}}
-
-  programs = {}
-  if 'train' in names:
-    programs['train'] = (
-        step.make_train_step(config, model, tx, schedule, mesh, shardings),
-        (state, batch(config.batch_size)), config.batch_size)
-  if 'eval' in names:
-    programs['eval'] = (
-        step.make_eval_step(model, mesh, shardings.params),
-        (state.params, batch(config.eval_batch_size, mask=jnp.bool_)),
-        config.eval_batch_size)
-  return programs
+  # Outside the mesh: building the state runs small eager ops (the init key), which
+  # compile-only devices cannot run.
+  programs = trainer_programs.build(config, mesh)
+  eval_batch = evaluation.eval_config(config, trainer_programs.ImageNetSizes,
+                                      mesh.size).eval_batch_size
+  return {'train': (programs.lower_train, config.batch_size),
+          'eval': (lambda: programs.lower_eval(eval_batch), eval_batch)}
 
 
 def known_fix(message: str) -> str | None:
@@ -153,10 +113,7 @@ def tpu_shortfall_bytes(message: str) -> tuple[int, int] | None:
 def _memory(compiled, chip_bytes: int) -> dict[str, Any]:
   """Per-chip memory of a compiled program, in GiB, and whether it fits the chip."""
   m = compiled.memory_analysis()
-  # Donated arguments are aliased by outputs: they are held once.
-  total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-           + m.temp_size_in_bytes + m.generated_code_size_in_bytes)
-  peak = m.peak_memory_in_bytes or total
+  peak = m.peak_memory_in_bytes or memory.required_bytes(compiled)
   return _fit({
       'argument_gib': m.argument_size_in_bytes / GiB,
       'output_gib': m.output_size_in_bytes / GiB,
@@ -227,29 +184,28 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
     kernels, times; `status` 'ok', 'does_not_fit' or 'error' (with `error` and `fix`).
   """
   target = aot_targets.parse_target(target_name)
-  check_batch_sizes(config, target.num_chips)
+  validation.check_batch_sizes(config, target.num_chips)
   target_devices = aot_targets.devices(target)
   mesh = sharding.create_mesh(target_devices)
   # The trainer's options for this platform, then the caller's.
   options = {**ops_platform.compiler_options(mesh), **_compiler_options(list(xla_options))}
   rows = []
   start = time.perf_counter()
-  # Outside the mesh: building the state runs small eager ops (the init key), which
-  # compile-only devices cannot run.
-  built = build_programs(config, mesh, programs)
+  built = _lowerings(config, mesh)
   setup_s = time.perf_counter() - start
-  model_cfg = step.create_model(config).cfg
+  model = tasks.for_config(config).create_model(config)
   # XLA's cost analysis counts a loop body once however often it runs: a scanned model's
   # FLOPs are counted on the same programs unrolled, lowered only.
-  scanned = model_cfg.scan_blocks
-  counted = build_programs(_unscanned(config), mesh, programs) if scanned else built
+  scanned = getattr(model.cfg, 'scan_blocks', False)
+  counted = _lowerings(_unscanned(config), mesh) if scanned else built
   with jax.set_mesh(mesh), aot_targets.cudnn_checks_read(target_devices):
     platform = ops_platform.mesh_platform()  # The ops' name for it: GPUs are 'cuda'.
-    for name, (jitted, args, batch) in built.items():
-      row = _setting(config, target, model_cfg, platform, name, batch)
+    for name in programs:
+      lower, batch = built[name]
+      row = _setting(config, target, model, platform, name, batch)
       row.update(setup_s=setup_s, xla_options=options)
       start = time.perf_counter()
-      lowered = jitted.lower(*args)
+      lowered = lower()
       row['lower_s'] = time.perf_counter() - start
       start = time.perf_counter()
       try:
@@ -262,13 +218,12 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
       row['compile_s'] = time.perf_counter() - start
       row.update(_memory(compiled, target.chip.memory_bytes))
       row['status'] = 'ok' if row['fits'] else 'does_not_fit'
-      counted_fn, counted_args, _ = counted[name]
       # Gradient accumulation is a loop too: its body computes one micro-batch.
       counted_batch = batch // config.optim.grad_accum_steps if name == 'train' else batch
       row['xla_gflops_per_image'] = (
           None if scanned else _compiled_gflops(compiled, counted_batch, target.num_chips))
       row['hlo_gflops_per_image'] = _module_gflops(
-          counted_fn.lower(*counted_args) if scanned else lowered, counted_batch)
+          counted[name][0]() if scanned else lowered, counted_batch)
       row.update(hlo_summary.summarize(compiled.as_text()))
       rows.append(row)
   return rows
@@ -301,7 +256,8 @@ def report_extrapolated(config: ml_collections.ConfigDict, target_name: str,
     The measured rows of both reduced compiles, then per program the extrapolated row
     (`extrapolated_from` names the two measured depths).
   """
-  full = list(step.create_model(config).cfg.depths)
+  model = tasks.for_config(config).create_model(config)
+  full = list(model.cfg.depths)
   stage = full.index(max(full))
   low, high = reduced
   if not 0 < low < high < full[stage]:
@@ -316,15 +272,14 @@ def report_extrapolated(config: ml_collections.ConfigDict, target_name: str,
       cut.model_overrides.depths = tuple(depths)
     measured.append(report(cut, target_name, programs, xla_options))
   chip_bytes = aot_targets.parse_target(target_name).chip.memory_bytes
-  model_cfg = step.create_model(config).cfg
   rows = measured[0] + measured[1]
   for a, b in zip(*measured):
     rows.append(_extrapolate(a, b, (full[stage] - low) / (high - low), full, chip_bytes,
-                             model_cfg, config.image_size))
+                             model, config.image_size))
   return rows
 
 
-def _extrapolate(a, b, t, depths, chip_bytes, model_cfg, image_size) -> dict[str, Any]:
+def _extrapolate(a, b, t, depths, chip_bytes, model, image_size) -> dict[str, Any]:
   """The line through rows `a` and `b`, at `t` (0 at `a`, 1 at `b`)."""
   if 'peak_gib' not in a or 'peak_gib' not in b:
     failed = b if 'peak_gib' not in b else a
@@ -338,13 +293,13 @@ def _extrapolate(a, b, t, depths, chip_bytes, model_cfg, image_size) -> dict[str
     row[key] = _extrapolate_counts(a.get(key, {}), b.get(key, {}), line)
   row.update(_fit({}, int(row['peak_gib'] * GiB), chip_bytes))
   row['status'] = 'ok' if row['fits'] else 'does_not_fit'
-  row.update(_model_gflops(model_cfg, image_size, b['program']))
+  row.update(_model_gflops(model, image_size, b['program']))
   return row
 
 
-def _model_gflops(model_cfg, image_size: int, program: str) -> dict[str, float]:
+def _model_gflops(model, image_size: int, program: str) -> dict[str, float]:
   """The analytic GFLOPs per image of `program`, and of its attention matmuls alone."""
-  parts = benchmark.flops_per_image_by_part(model_cfg, image_size)
+  parts = models.flops_per_example(model, image_size)
   # A train step: the forward pass and the backward pass's two matmuls per forward one.
   scale = (3 if program == 'train' else 1) / 1e9
   return {'model_gflops_per_image': sum(parts.values()) * scale,
@@ -357,9 +312,10 @@ def _extrapolate_counts(a: dict, b: dict, line) -> dict:
               else max(round(line(a.get(k, 0), v)), 0)) for k, v in b.items()}
 
 
-def _setting(config, target, model_cfg, platform, program, batch) -> dict[str, Any]:
+def _setting(config, target, model, platform, program, batch) -> dict[str, Any]:
   """What was compiled: target, model, batch, memory options, kernels asked for."""
   train = program == 'train'
+  model_cfg = model.cfg
   return {
       'target': target.name, 'topology': target.topology, 'chip': target.chip.name,
       'num_chips': target.num_chips, 'program': program, 'model': config.model,
@@ -371,7 +327,7 @@ def _setting(config, target, model_cfg, platform, program, batch) -> dict[str, A
       'scan_blocks': model_cfg.scan_blocks,
       'attention_impl': ops_platform.resolve('attention', model_cfg.attention_impl, platform),
       'pool_impl': ops_platform.resolve('pool', model_cfg.pool_impl, platform),
-      **_model_gflops(model_cfg, config.image_size, program),
+      **_model_gflops(model, config.image_size, program),
       'jax': jax.__version__,
   }
 

@@ -3,9 +3,9 @@ r"""This MViTv2 and timm's PyTorch original, timed in turn on the same host.
   python -m tools.side_by_side --torch_python /tmp/pt/bin/python --reuse_host_memory \
       --variant mvitv2_s --batch_size 8 --modes inference,train --rounds 16
 
-One worker process per framework builds its step (JAX: the `benchmark` step, compiled;
-PyTorch: timm's model in eager mode, with AdamW and global-norm clipping for a train
-step, drop path on), warms it up, then runs one step per request. The driver asks them
+One worker process per framework builds its step (JAX: the trainer's own step for the
+variant's recipe, compiled, as `benchmark` runs it; PyTorch: timm's model in eager mode,
+with AdamW and global-norm clipping for a train step, drop path at the recipe's rate), warms it up, then runs one step per request. The driver asks them
 in turn, the order alternating every round and with a pause before each step so that
 the idle worker's threads are asleep. Machine noise then falls on both alike; besides
 each side's median and best images/s, it reports the speed ratio (JAX over PyTorch) of
@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
   if args.worker:
     _serve(*(_jax_step if args.worker == 'jax' else _torch_step)(args))
     return []
-  from tools import benchmark  # pylint: disable=g-import-not-at-top
+  from tools import trainer_programs  # pylint: disable=g-import-not-at-top
   results = []
   for mode in args.modes.split(','):
-    rate = benchmark.train_drop_path_rate(args.variant) if mode == 'train' else 0.0
+    rate = trainer_programs.recipe(args.variant).drop_path_rate if mode == 'train' else 0.0
     flags = _worker_args(args, mode, rate)
     times = run_in_turn({
         'jax': [sys.executable, '-m', 'tools.side_by_side', '--worker', 'jax'] + flags,

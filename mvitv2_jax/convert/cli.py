@@ -13,7 +13,7 @@ import time
 
 import jax
 
-from mvitv2_jax import model as mvit
+from mvitv2_jax import models
 from mvitv2_jax.convert import limits
 from mvitv2_jax.convert import loader
 
@@ -31,14 +31,14 @@ def _positive_int(text: str) -> int:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='mvitv2-convert',
-      description='Convert an MViT PyTorch checkpoint (official and PySlowFast .pyth, timm '
+      description='Convert a PyTorch checkpoint (official MViT and PySlowFast .pyth, timm '
                   '.pth/.safetensors) to a Flax params checkpoint (orbax).',
       epilog=f'The reader allocates at most twice the tensor bytes a file declares plus 16 MiB, '
              f'and never more than ${limits.MAX_BYTES_ENV} bytes (default 32 GiB).')
   parser.add_argument('src', help='PyTorch checkpoint file')
   parser.add_argument('dst', help='output directory (must not exist)')
-  parser.add_argument('--model', required=True, choices=mvit.model_names(), metavar='MODEL',
-                      help=f'one of: {", ".join(mvit.model_names())}')
+  parser.add_argument('--model', required=True, choices=models.model_names(), metavar='MODEL',
+                      help=f'one of: {", ".join(models.model_names())}')
   parser.add_argument('--num-classes', type=_positive_int, default=None)
   parser.add_argument('--image-size', type=_positive_int, default=None,
                       help='build size of the target model; rel-pos tables are resized to it')
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   overrides = {'cls_residual_q': True} if args.cls_residual_q else {}
   if args.image_size is not None:
-    multiple = loader.image_size_multiple(mvit.variant_config(args.model))
+    multiple = models.image_size_multiple(models.variant_config(args.model))
     if args.image_size % multiple:
       parser.error(f'argument --image-size: {args.model} needs a multiple of {multiple}, '
                    f'not {args.image_size}')

@@ -17,17 +17,17 @@ import jax
 import ml_collections
 import tensorflow as tf
 
+from mvitv2_jax import models
 from mvitv2_jax.data import augment
 from mvitv2_jax.data import imagenet
 from mvitv2_jax.data import pipeline
-from mvitv2_jax.model import variants
 
 _CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 
 
 def clip_length(config: ml_collections.ConfigDict) -> int:
   """T: the frames per clip, the model's build length."""
-  num_frames = variants.variant_config(
+  num_frames = models.variant_config(
       config.model, **config.model_overrides.to_dict()).num_frames
   if not num_frames:
     raise ValueError(f'{config.model} is an image model; the video pipeline needs one '

@@ -1,12 +1,12 @@
-"""Orbax checkpoints: train states, best-by-top-1 params, standalone params.
+"""Orbax checkpoints: train states, the best params by an eval metric, standalone params.
 
 The only module that imports orbax. Layout under a run's workdir:
   checkpoints/<step>/  the latest `keep` train states (params, opt_state, rng, step).
-  best/<step>/         the params of the evaluation with the highest top-1;
-                       `restore_params` (and so `init_from`) reads it directly.
+  best/<step>/         the params of the best evaluation by the task's metric (e.g. the
+                       highest top-1); `restore_params` (and so `init_from`) reads it.
   corrupt/             checkpoints that failed their integrity record, moved aside.
 Every step directory ends with an integrity record (`integrity.json`: each file's size
-and SHA-256, and for best/ the top-1). A directory that fails its record is never
+and SHA-256, and for best/ the metric). A directory that fails its record is never
 restored: the newest one that verifies is used instead. One that orbax finished but that
 has no record (an older version's) is used unverified, with a warning. On several processes, only
 process 0 reads or changes the directories and broadcasts what it found.
@@ -72,12 +72,15 @@ class Checkpointer:
   committed every file.
   """
 
-  def __init__(self, workdir: str, keep: int):
-    """Opens the run's checkpoint directories and finds the best top-1 so far.
+  def __init__(self, workdir: str, keep: int, best_metric: str = 'top1',
+               higher_is_better: bool = True):
+    """Opens the run's checkpoint directories and finds the best evaluation so far.
 
     Args:
       workdir: the run directory.
       keep: how many recent train states to keep (>= 1).
+      best_metric: the eval metric that selects best/ (recorded with it).
+      higher_is_better: the metric's direction.
     """
     workdir = os.path.abspath(workdir)
     self._workdir = workdir
@@ -87,7 +90,8 @@ class Checkpointer:
     self._primary = jax.process_index() == 0
     self._ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
     self._good = set()  # Train-state steps verified or saved by this run (process 0).
-    self.best_step, self.best_top1 = None, None
+    self._metric, self._sign = best_metric, 1.0 if higher_is_better else -1.0
+    self.best_step, self.best_value = None, None
     if self._primary:
       for directory in (self._states_dir, self._best_dir):
         _remove_unfinished(directory)
@@ -126,26 +130,27 @@ class Checkpointer:
       return None
 
   def _find_best(self):
-    """Sets `best_step`/`best_top1` from best/; drops worse or corrupt leftovers."""
+    """Sets `best_step`/`best_value` from best/; drops worse or corrupt leftovers."""
     candidates = []
     for step in _step_dirs(self._best_dir):
       path = os.path.join(self._best_dir, str(step))
       metadata = self._verified(path)
       if metadata is None:
         continue
-      if not metadata:  # Unrecorded: its top-1 is unknown, so any evaluation beats it.
-        candidates.append((float('-inf'), -step, step))
+      if not metadata:  # Unrecorded: its value is unknown, so any evaluation beats it.
+        candidates.append((float('-inf'), -step, step, None))
         continue
-      if not isinstance(metadata.get('top1'), (int, float)):
-        self._quarantine(path, f'its record has no top-1: {metadata}')
+      value = metadata.get(self._metric)
+      if not isinstance(value, (int, float)):
+        self._quarantine(path, f'its record has no {self._metric}: {metadata}')
         continue
-      candidates.append((float(metadata['top1']), -step, step))
+      candidates.append((self._sign * float(value), -step, step, float(value)))
     if not candidates:
       return
     # A crash between writing a new best and deleting the old one leaves two.
     candidates.sort(reverse=True)
-    self.best_top1, _, self.best_step = candidates[0]
-    for _, _, step in candidates[1:]:
+    _, _, self.best_step, self.best_value = candidates[0]
+    for _, _, step, _ in candidates[1:]:
       _delete(os.path.join(self._best_dir, str(step)))
 
   # -- Train states ----------------------------------------------------------
@@ -213,24 +218,25 @@ class Checkpointer:
 
   # -- Best params -------------------------------------------------------------
 
-  def save_best(self, step: int, params: Any, top1: float):
-    """Keeps `params` if `top1` beats every earlier evaluation of the run, restarts included.
+  def save_best(self, step: int, params: Any, value: float):
+    """Keeps `params` if `value` beats every earlier evaluation of the run, restarts included.
 
     Args:
       step: the step evaluated.
       params: its params.
-      top1: its eval top-1.
+      value: its eval metric (`best_metric`).
     """
-    better = broadcast(int(self.best_top1 is None or top1 > self.best_top1))
+    better = broadcast(int(self.best_value is None
+                           or self._sign * value > self._sign * self.best_value))
     if not better:
       return
     path = os.path.join(self._best_dir, str(step))
     self._ckptr.save(path, args=ocp.args.StandardSave(params), force=True)
     if self._primary:
-      integrity.write_record(path, {'step': step, 'top1': float(top1)})
+      integrity.write_record(path, {'step': step, self._metric: float(value)})
       if self.best_step is not None and self.best_step != step:
         _delete(os.path.join(self._best_dir, str(self.best_step)))
-    self.best_step, self.best_top1 = step, float(top1)
+    self.best_step, self.best_value = step, float(value)
 
   def close(self):
     self._ckptr.close()

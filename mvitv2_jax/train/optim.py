@@ -1,4 +1,4 @@
-"""AdamW with the official MViTv2 weight-decay mask and warmup + cosine schedule."""
+"""AdamW (or SGD) with the official recipes' weight-decay mask and warmup + cosine schedule."""
 
 import math
 
@@ -7,10 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from mvitv2_jax.model import stacking
-
-# Parameters decayed by the official recipe although they are not 1-D.
-_POS_CLS_NAMES = ('rel_pos_h', 'rel_pos_w', 'cls_token')
+from mvitv2_jax import models
 
 
 def scaled_lr(value: float, batch_size: int) -> float:
@@ -49,25 +46,26 @@ def create_schedule(
   return schedule
 
 
-def decay_mask(params, no_decay_rel_pos_cls: bool = False):
+def decay_mask(params, family: models.Family, no_decay_rel_pos_cls: bool = False):
   """True where weight decay applies.
 
   Args:
     params: a Flax params pytree (arrays or shape structs).
-    no_decay_rel_pos_cls: also exempt rel-pos tables and the cls token (timm's
-      choice); the official recipe decays them.
+    family: the model's family (its position params and scanned-run layout).
+    no_decay_rel_pos_cls: also exempt the family's position tables and tokens (rel-pos,
+      position embeddings, the cls token: timm's choice); the official recipe decays them.
 
   Returns:
     A pytree of bools with the structure of `params`.
   """
 
   def decayed(path, leaf):
-    # Every 1-D param is a bias or a LayerNorm scale (ZERO_WD_1D_PARAM); scanned runs
+    # Every 1-D param is a bias or a norm's scale (ZERO_WD_1D_PARAM); scanned runs
     # stack their blocks' params on a leading axis.
-    if leaf.ndim - stacking.is_stacked(path) <= 1:
+    if leaf.ndim - family.stacked(path) <= 1:
       return False
     name = getattr(path[-1], 'key', str(path[-1]))
-    return not (no_decay_rel_pos_cls and name in _POS_CLS_NAMES)
+    return not (no_decay_rel_pos_cls and name in family.position_params)
 
   return jax.tree_util.tree_map_with_path(decayed, params)
 
@@ -81,7 +79,7 @@ def create_optimizer(
   gradient (same mask), Nesterov momentum `config.optim.momentum`.
 
   Args:
-    config: the run config (`config.optim.*`).
+    config: the run config (`config.optim.*`, `config.model` for the decay mask).
     schedule: the learning-rate schedule.
 
   Returns:
@@ -90,7 +88,8 @@ def create_optimizer(
   o = config.optim
   clip = (optax.clip_by_global_norm(o.grad_clip_norm)
           if o.grad_clip_norm > 0 else optax.identity())
-  mask = lambda p: decay_mask(p, o.no_decay_rel_pos_cls)
+  family = models.family_of(config.model)
+  mask = lambda p: decay_mask(p, family, o.no_decay_rel_pos_cls)
   if o.name == 'sgd':
     return optax.chain(clip, optax.add_decayed_weights(o.weight_decay, mask),
                        optax.sgd(schedule, momentum=o.momentum, nesterov=True))

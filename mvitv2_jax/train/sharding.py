@@ -9,7 +9,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mvitv2_jax.model import stacking
+from mvitv2_jax import models
 
 DATA_AXIS = 'data'
 # Leaves smaller than this stay replicated under shard_params: sharding them
@@ -67,14 +67,15 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int, stacked: bool = False) ->
   return P(*spec)
 
 
-def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
-                    shard_params: bool) -> Any:
+def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh, shard_params: bool,
+                    family: models.Family) -> Any:
   """Shardings for a train state (params, optimizer state, counters).
 
   Args:
     abstract_state: pytree of `jax.ShapeDtypeStruct` (from `jax.eval_shape`).
     mesh: the device mesh.
     shard_params: FSDP-style sharding over 'data' instead of replication.
+    family: the model's family (which leaves stack scanned blocks).
 
   Returns:
     A pytree of `NamedSharding` with the structure of `abstract_state`.
@@ -84,7 +85,7 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
   n = mesh.shape[DATA_AXIS]
   # Optimizer moments have their param's shape and path, so they get the same spec.
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: NamedSharding(mesh, fsdp_spec(x.shape, n, stacking.is_stacked(path))),
+      lambda path, x: NamedSharding(mesh, fsdp_spec(x.shape, n, family.stacked(path))),
       abstract_state)
 
 

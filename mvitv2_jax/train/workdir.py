@@ -12,10 +12,10 @@ import json
 import os
 import socket
 import sys
-from typing import Any
 
 import ml_collections
 
+from mvitv2_jax import config_fields
 from mvitv2_jax.train.errors import ConfigMismatchError, WorkdirBusyError
 
 LOCK_FILE = 'trainer.lock'
@@ -63,16 +63,6 @@ class WorkdirLock:
       self._fd = None
 
 
-def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict) and key != 'model_overrides':
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
 def _as_json(config: ml_collections.ConfigDict) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)
 
@@ -90,13 +80,13 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path) as f:
-      saved = _flatten(json.load(f))
+      saved = config_fields.flatten(json.load(f))
   except FileNotFoundError:
     return  # A workdir of an older trainer: nothing to compare with.
   except (OSError, ValueError) as e:
     raise ConfigMismatchError(f'{path} is unreadable ({e}); cannot tell which run the '
                               f'checkpoints in {workdir} belong to') from None
-  current = _flatten(json.loads(_as_json(config)))
+  current = config_fields.flatten(json.loads(_as_json(config)))
   differs = [f'{k} {saved.get(k, "(unset)")!r} -> {current.get(k, "(unset)")!r}'
              for k in sorted(set(saved) | set(current))
              if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]

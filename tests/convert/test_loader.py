@@ -10,10 +10,10 @@ import pytest
 from mvitv2_jax import convert
 from mvitv2_jax import models
 from mvitv2_jax.convert import torch_reader
-from mvitv2_jax.model import rel_pos
-from mvitv2_jax.model import variants
+from mvitv2_jax.models.mvit import rel_pos
 from tests.helpers import golden as golden_data
 from tests.helpers import training
+from tests.helpers import variants
 
 DATA = golden_data.DIR
 TINY = golden_data.TINY
@@ -53,7 +53,7 @@ def test_cli_writes_checkpoint_that_restores_to_the_same_logits(tmp_path, capsys
   # The CLI knows the registered variants only; the tiny test architecture is passed
   # through load_params' overrides, so drive main() with a patched registry entry.
   with pytest.MonkeyPatch.context() as mp:
-    mp.setitem(variants._VARIANTS, 'mvitv2_test_tiny', TINY)
+    variants.register(mp, 'mvitv2_test_tiny', TINY)
     assert convert.main([str(DATA / 'tiny.pyth'), str(dst), '--model', 'mvitv2_test_tiny']) == 0
     assert 'Converted' in capsys.readouterr().out
     params = convert.load_params(str(dst), 'mvitv2_test_tiny')
@@ -157,7 +157,7 @@ def test_scanned_layout_converts_and_exports_strictly():
   state_dict = golden_data.recipe_state_dict('t')
   scanned = convert.convert_state_dict(state_dict, models.create_model('mvitv2_t', scan_blocks=True))
   assert scanned['blocks_4_7']['attn']['qkv']['kernel'].shape == (4, 384, 1152)
-  exported = convert.params_to_state_dict(scanned)
+  exported = convert.params_to_state_dict(scanned, 'mvitv2_t')
   assert list(sorted(exported)) == list(sorted(state_dict))
   for key, value in state_dict.items():
     np.testing.assert_array_equal(exported[key], value, err_msg=key)

@@ -64,7 +64,7 @@ def test_other_frame_count_and_size_resize_tables_and_embeddings():
 def test_video_params_export_to_the_pyslowfast_layout():
   name, overrides = TINY_V2
   params = convert.load_params(_pyth('tiny_v2'), name, **overrides)
-  exported = convert.params_to_state_dict(params)
+  exported = convert.params_to_state_dict(params, name)
   for key, value in torch_reader.read_state_dict(_pyth('tiny_v2')).items():
     np.testing.assert_array_equal(exported[key], value, err_msg=key)
 

@@ -14,9 +14,8 @@ import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import numpy as np
 
-from mvitv2_jax.train import optim
+from mvitv2_jax.train import programs as programs_lib
 from mvitv2_jax.train import sharding
-from mvitv2_jax.train import step as train_step_lib
 from tests.helpers import synthetic_data
 from tests.helpers import training
 
@@ -24,14 +23,11 @@ from tests.helpers import training
 def one_step(config, mesh):
   """Params and loss after one step of `config` on `mesh`."""
   with jax.set_mesh(mesh):
-    model = train_step_lib.create_model(config)
-    schedule = optim.create_schedule(config, 10, 20)
-    tx = optim.create_optimizer(config, schedule)
-    state, shardings = train_step_lib.create_train_state(config, model, tx, mesh)
-    sharded = sum(not s.is_fully_replicated for s in jax.tree.leaves(shardings))
-    step_fn = train_step_lib.make_train_step(config, model, tx, schedule, mesh, shardings)
+    programs = programs_lib.build(config, mesh, synthetic_data)
+    sharded = sum(not s.is_fully_replicated for s in jax.tree.leaves(programs.shardings))
     batch = next(synthetic_data.create_train_iterator(config))
-    state, metrics = step_fn(state, sharding.host_to_global(batch, mesh))
+    state, metrics = programs.train_step(programs.initial_state(),
+                                         sharding.host_to_global(batch, mesh))
     return jax.device_get((state.params, metrics['loss'])), sharded
 
 

@@ -11,8 +11,8 @@ import json  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 import jax
 
+from mvitv2_jax.train import programs as programs_lib
 from mvitv2_jax.train import sharding
-from mvitv2_jax.train import step as train_step_lib
 from tests.helpers import synthetic_data
 from tests.helpers import training
 
@@ -20,12 +20,10 @@ from tests.helpers import training
 def eval_sums(config, mesh, params):
   """The eval step's sums on the first synthetic eval batch, on `mesh`."""
   with jax.set_mesh(mesh):
-    model = train_step_lib.create_model(config)
-    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), params)
-    eval_fn = train_step_lib.make_eval_step(model, mesh, shardings)
+    programs = programs_lib.build(config, mesh, synthetic_data)
     batch = next(synthetic_data.create_eval_iterator(config))
-    return jax.device_get(eval_fn(jax.device_put(params, shardings),
-                                  sharding.host_to_global(batch, mesh)))
+    return jax.device_get(programs.eval_step(jax.device_put(params, programs.shardings.params),
+                                             sharding.host_to_global(batch, mesh)))
 
 
 def main():

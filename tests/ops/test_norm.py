@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mvitv2_jax import ops
-from mvitv2_jax.model import layers
+from mvitv2_jax.models import layers
 from mvitv2_jax.ops import cpu
 from mvitv2_jax.ops import norm
 

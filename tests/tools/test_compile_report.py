@@ -139,12 +139,12 @@ def _row(**fields):
 
 def test_extrapolation_is_the_line_through_two_depths():
   from mvitv2_jax import models  # pylint: disable=g-import-not-at-top
-  cfg = models.variant_config('mvitv2_l')
+  model = models.create_model('mvitv2_l')
   a = _row(depths=[2, 6, 2, 4], peak_gib=5.0, compile_s=50.0, ops={'dot': 10},
            collectives={'all-reduce': {'count': 2, 'bytes': 100}})
   b = _row(depths=[2, 6, 4, 4], peak_gib=6.0, compile_s=60.0, ops={'dot': 14},
            collectives={'all-reduce': {'count': 2, 'bytes': 120}})
-  row = compile_report._extrapolate(a, b, (36 - 2) / 2, [2, 6, 36, 4], 16 * 2**30, cfg, 224)
+  row = compile_report._extrapolate(a, b, (36 - 2) / 2, [2, 6, 36, 4], 16 * 2**30, model, 224)
   assert row['depths'] == [2, 6, 36, 4]
   assert row['extrapolated_from'] == [[2, 6, 2, 4], [2, 6, 4, 4]]
   assert row['peak_gib'] == pytest.approx(22.0) and row['compile_s'] == pytest.approx(220.0)
@@ -166,9 +166,10 @@ def test_overrides_reach_the_model_options():
 
 
 def test_batch_sizes_must_divide_over_the_chips():
+  # The trainer's own rule, before anything is built.
   config = training.tiny_config(batch_size=12, **{'optim.grad_accum_steps': 2})
-  with pytest.raises(ValueError, match='8 chips x grad_accum_steps 2'):
-    compile_report.check_batch_sizes(config, 8)
+  with pytest.raises(ValueError, match='8 devices x optim.grad_accum_steps 2 = 16'):
+    compile_report.report(config, 'cpu-8')
 
 
 _TINY = ['--config=configs/demo.py', '--config.image_size=32', '--config.batch_size=8',

@@ -152,7 +152,7 @@ def test_best_top1_survives_a_restart(tmp_path):
   ckpt.save_best(10, params, 0.5)
   ckpt.close()
   ckpt = checkpointing.Checkpointer(str(tmp_path), 3)
-  assert (ckpt.best_step, ckpt.best_top1) == (10, 0.5)
+  assert (ckpt.best_step, ckpt.best_value) == (10, 0.5)
   ckpt.save_best(20, params, 0.4)  # Worse: best/ keeps step 10.
   assert os.listdir(tmp_path / 'best') == ['10']
   ckpt.save_best(30, params, 0.75)
@@ -173,7 +173,7 @@ def test_two_best_dirs_after_a_crash_keep_the_better(tmp_path):
   ckpt.close()
   os.rename(tmp_path / 'keep', tmp_path / 'best' / '10')
   ckpt = checkpointing.Checkpointer(str(tmp_path), 3)
-  assert (ckpt.best_step, ckpt.best_top1) == (10, 0.5)
+  assert (ckpt.best_step, ckpt.best_value) == (10, 0.5)
   ckpt.close()
   assert os.listdir(tmp_path / 'best') == ['10']
 

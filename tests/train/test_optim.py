@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from mvitv2_jax import models
 from mvitv2_jax.train import optim
 from tests.helpers import training
 
@@ -34,27 +35,36 @@ def _params():
   return {
       'patch_embed': {'kernel': jnp.ones((7, 7, 3, 8)), 'bias': jnp.ones(8)},
       'blocks_0': {'norm1': {'scale': jnp.ones(8), 'bias': jnp.ones(8)},
-                   'attn': {'rel_pos_h': jnp.ones((5, 4)),
-                            'rel_pos_w': jnp.ones((5, 4))}},
+                   'attn': {'rel_pos_h': jnp.ones((5, 4)), 'rel_pos_w': jnp.ones((5, 4)),
+                            'rel_pos_t': jnp.ones((3, 4))}},
       'cls_token': jnp.ones((1, 1, 8)),
+      'pos_embed_spatial': jnp.ones((1, 4, 8)), 'pos_embed_temporal': jnp.ones((1, 2, 8)),
+      'pos_embed_class': jnp.ones((1, 1, 8)), 'pos_embed': jnp.ones((1, 5, 8)),
   }
+
+
+MVIT = models.family_of('mvitv2_s')
 
 
 @pytest.mark.parametrize('exclude', [False, True])
 def test_decay_mask(exclude):
-  mask = optim.decay_mask(_params(), no_decay_rel_pos_cls=exclude)
+  mask = optim.decay_mask(_params(), MVIT, no_decay_rel_pos_cls=exclude)
   assert mask['patch_embed'] == {'kernel': True, 'bias': False}
   assert mask['blocks_0']['norm1'] == {'scale': False, 'bias': False}
-  assert mask['blocks_0']['attn']['rel_pos_h'] is (not exclude)
-  assert mask['blocks_0']['attn']['rel_pos_w'] is (not exclude)
-  assert mask['cls_token'] is (not exclude)
+  # Every position table and token: MViTv2's rel-pos (video: rel_pos_t) and MViTv1's
+  # absolute embeddings.
+  for name in ('rel_pos_h', 'rel_pos_w', 'rel_pos_t'):
+    assert mask['blocks_0']['attn'][name] is (not exclude)
+  for name in ('cls_token', 'pos_embed_spatial', 'pos_embed_temporal', 'pos_embed_class',
+               'pos_embed'):
+    assert mask[name] is (not exclude), name
 
 
 def test_decay_mask_of_scanned_runs_matches_the_blocks():
   # Stacked params carry a leading axis per scanned run: the mask looks past it.
   stacked = {'blocks_2_3': jax.tree.map(lambda x: jnp.stack([x, x]), _params()['blocks_0'])}
-  mask = optim.decay_mask(stacked)
-  assert mask['blocks_2_3'] == optim.decay_mask(_params())['blocks_0']
+  mask = optim.decay_mask(stacked, MVIT)
+  assert mask['blocks_2_3'] == optim.decay_mask(_params(), MVIT)['blocks_0']
 
 
 def test_adamw_matches_torch_formula():

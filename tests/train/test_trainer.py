@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from mvitv2_jax import tasks
 from mvitv2_jax.data import pipeline
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import integrity
@@ -159,8 +160,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = training.tiny_config(**RUN)
   mesh = sharding.create_mesh()
   tx = optim.create_optimizer(config, lambda _: 0.0)
-  abstract, _ = step_lib.abstract_train_state(
-      config, step_lib.create_model(config), tx, mesh)
+  task = tasks.for_config(config)
+  abstract, _ = step_lib.abstract_train_state(config, task, task.create_model(config), tx, mesh)
   ckpt = checkpointing.Checkpointer(str(tmp_path), 1)
   state = ckpt.restore(5, abstract)
   ckpt.close()

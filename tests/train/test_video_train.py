@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from mvitv2_jax import tasks
 from mvitv2_jax import train
-from mvitv2_jax.data import sources
 from mvitv2_jax.data import video
-from mvitv2_jax.train import metrics
+from mvitv2_jax.tasks import classification
 from mvitv2_jax.train import optim
 from mvitv2_jax.train import step as step_lib
 from tests.helpers import in_process
@@ -37,14 +37,15 @@ def _load(name):
 ])
 def test_video_configs_build_their_models(name, frames, rate, size, views, classes):
   config = _load(name)
-  assert sources.for_config(config) is video
+  task = tasks.for_config(config)
+  assert task.data_source(config) is video
   assert video.clip_length(config) == frames and config.video.sampling_rate == rate
   assert video.num_views(config) == views
-  model = step_lib.create_model(config)
+  model = task.create_model(config)
   assert model.cfg.input_size == (frames, size, size)
   assert model.cfg.drop_path_rate == config.drop_path_rate
   tx = optim.create_optimizer(config, lambda _: 1e-3)
-  shapes = jax.eval_shape(step_lib._state_init_fn(config, model, tx), jax.random.PRNGKey(0))
+  shapes = jax.eval_shape(step_lib._state_init_fn(task, model, tx), jax.random.PRNGKey(0))
   assert shapes.params['head']['kernel'].shape[-1] == classes
   logits = jax.eval_shape(lambda p, x: model.apply({'params': p}, x), shapes.params,
                           jax.ShapeDtypeStruct((2, frames, size, size, 3), jnp.float32))
@@ -59,7 +60,7 @@ def test_kinetics_and_ssv2_recipes():
   assert optim.scaled_lr(s.optim.base_lr, 32) == pytest.approx(1e-4)
   assert optim.scaled_lr(s.optim.min_lr, 32) == pytest.approx(1e-6)
   assert (s.aug.randaugment_num_ops, s.aug.randaugment_magnitude) == (4, 7.0)
-  assert step_lib.create_model(s).cfg.head_dropout_rate == 0.5
+  assert tasks.for_config(s).create_model(s).cfg.head_dropout_rate == 0.5
   ssv2 = _load('mvitv2_s_16x4_ssv2')
   assert ssv2.optim.name == 'sgd' and not ssv2.aug.flip and ssv2.video.sampling == 'segments'
   assert optim.scaled_lr(ssv2.optim.base_lr, 16) == pytest.approx(0.0025)
@@ -67,21 +68,23 @@ def test_kinetics_and_ssv2_recipes():
 
 def test_image_configs_keep_the_image_pipeline():
   from mvitv2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  assert sources.for_config(training.tiny_config()) is pipeline
+  config = training.tiny_config()
+  assert tasks.for_config(config).data_source(config) is pipeline
 
 
 def test_multi_view_eval_averages_softmax_over_views():
   config = training.tiny_video_config()
-  model = step_lib.create_model(config)
+  task = tasks.for_config(config)
+  model = task.create_model(config)
   clips = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 4, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(0), clips[:, 0])['params']
   labels = jnp.array([1, 2, 3])
   mask = jnp.array([True, True, False])
-  sums = jax.jit(functools.partial(step_lib.eval_step, model=model))(
+  sums = jax.jit(functools.partial(step_lib.eval_step, task=task, model=model, config=config))(
       params, {'image': clips, 'label': labels, 'mask': mask})
   logits = jax.jit(lambda x: model.apply({'params': params}, x))(clips.reshape(6, 4, 16, 16, 3))
   probs = jnp.mean(jax.nn.softmax(logits.reshape(3, 2, -1)), axis=1)
-  expected = metrics.eval_sums(jnp.log(probs), labels, mask)
+  expected = classification.eval_sums(jnp.log(probs), labels, mask)
   for key in ('loss', 'top1', 'top5', 'count'):
     np.testing.assert_allclose(sums[key], expected[key], rtol=1e-5)
   assert float(sums['count']) == 2

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mvitv2_jax.model.config import MViTv2Config, block_runs, block_specs
+from mvitv2_jax.models.mvit.config import MViTv2Config, block_runs, block_specs
 
 _STACKED = re.compile(r'blocks_(\d+)_(\d+)$')
 

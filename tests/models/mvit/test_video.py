@@ -157,7 +157,7 @@ def test_scanned_video_model_gives_the_same_logits():
   scanned = models.create_model(name, **overrides, scan_blocks=True)
   clips = golden.load('tiny_v2')['input']
   params = plain.init(jax.random.key(0), clips)['params']
-  from mvitv2_jax.model import stacking  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax.models.mvit import stacking  # pylint: disable=g-import-not-at-top
   np.testing.assert_allclose(
       jax.jit(scanned.apply)({'params': stacking.stack(params, scanned.cfg)}, clips),
       jax.jit(plain.apply)({'params': params}, clips), rtol=1e-5, atol=1e-5)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mvitv2_jax.model import rel_pos
+from mvitv2_jax.models.mvit import rel_pos
 
 
 def test_rel_pos_index_against_brute_force():

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvitv2_jax import ops
-from mvitv2_jax.model import layers
-from mvitv2_jax.model import rel_pos
-from mvitv2_jax.model import stacking
-from mvitv2_jax.model.config import BlockSpec, MViTv2Config, block_runs, block_specs, pooled_grid
+from mvitv2_jax.models import layers
+from mvitv2_jax.models.mvit import rel_pos
+from mvitv2_jax.models.mvit import stacking
+from mvitv2_jax.models.mvit.config import BlockSpec, MViTv2Config, block_runs, block_specs, pooled_grid
 
 Array = jax.Array
 

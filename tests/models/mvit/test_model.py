@@ -223,7 +223,7 @@ SCANNED = dict(embed_dim=8, depths=(2, 3, 3, 1), image_size=32, num_classes=10,
 @pytest.mark.parametrize('remat,remat_policy', [
     (False, ''), (True, ''), (True, 'dots_with_no_batch_dims_saveable')])  # The L/H configs'.
 def test_scanned_blocks_compute_the_same_model(remat, remat_policy):
-  from mvitv2_jax.model import stacking  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax.models.mvit import stacking  # pylint: disable=g-import-not-at-top
   remat = dict(remat=remat, remat_policy=remat_policy)
   plain = models.create_model('mvitv2_t', **SCANNED, **remat)
   scanned = models.create_model('mvitv2_t', **SCANNED, **remat, scan_blocks=True)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mvitv2_jax.model import layers
+from mvitv2_jax.models import layers
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from mvitv2_jax.model import rel_pos
+from mvitv2_jax.models.mvit import rel_pos
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,3 +151,27 @@ def block_specs(cfg: MViTv2Config) -> list[BlockSpec]:
     size = tuple(n // q for n, q in zip(size, q_stride))
     dim_in = dim_out
   return specs
+
+
+def image_size_rule(cfg: MViTv2Config) -> tuple[int, str]:
+  """What build sizes must be a multiple of, and why: the patch stride times the stage strides.
+
+  Each stage entry divides the token grid by its q stride; the image models' rel-pos
+  tables assume these divisions are exact. Models that resize their tables when applied
+  (PySlowFast's) or have none need only the patch stride.
+  """
+  patch = cfg.per_axis(cfg.patch_stride)[-1]
+  if cfg.rel_pos_interpolate or not cfg.rel_pos:
+    return patch, f'patch stride {patch}'
+  stages, q_stride = len(cfg.depths), cfg.per_axis(cfg.q_stride)[-1]
+  return (patch * q_stride ** (stages - 1),
+          f'patch stride {patch} x {q_stride}^{stages - 1} for its {stages} stages')
+
+
+def describe(cfg: MViTv2Config) -> str:
+  """The architecture fields that tell variants apart, for error messages."""
+  frames = f', num_frames={cfg.num_frames}' if cfg.num_frames else ''
+  return (f'MViT (embed_dim={cfg.embed_dim}, depths={tuple(cfg.depths)}, '
+          f'num_heads={cfg.num_heads}, dim_mul_in_att={cfg.dim_mul_in_att}, '
+          f'cls_token={cfg.cls_token}, num_classes={cfg.num_classes}, '
+          f'image_size={cfg.image_size}{frames})')

@@ -1,0 +1,70 @@
+"""One pass over the eval split, and the eval batch size a run uses."""
+
+import logging
+
+import jax
+import ml_collections
+
+from mvitv2_jax import tasks
+from mvitv2_jax.train import errors
+from mvitv2_jax.train import sharding
+
+log = logging.getLogger(__name__)
+
+
+def eval_config(config: ml_collections.ConfigDict, data: tasks.DataSource,
+                num_devices: int) -> ml_collections.ConfigDict:
+  """`config` with the eval batch a run on `num_devices` uses.
+
+  The eval batch is rounded up to a multiple of the device count (padding examples are
+  masked), and capped at what one pass over the eval split needs.
+
+  Args:
+    config: the run config.
+    data: the data source (for the size of the eval split).
+    num_devices: devices of the mesh.
+
+  Returns:
+    `config`, or a copy with another `eval_batch_size`.
+  """
+  examples = data.num_examples(config, config.eval_split)
+  rounded = -(-config.eval_batch_size // num_devices) * num_devices
+  needed = -(-examples // num_devices) * num_devices
+  size = min(rounded, needed)
+  if size == config.eval_batch_size:
+    return config
+  if size == needed:
+    log.info('Eval batch %d instead of %d: the %d examples of %r, rounded up to a multiple '
+             'of the %d devices.', size, config.eval_batch_size, examples, config.eval_split,
+             num_devices)
+  else:
+    log.info('Eval batch %d instead of %d: a multiple of the %d devices.', size,
+             config.eval_batch_size, num_devices)
+  changed = config.copy_and_resolve_references()
+  changed.eval_batch_size = size
+  return changed
+
+
+def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, params,
+             mesh: jax.sharding.Mesh, data: tasks.DataSource) -> dict[str, float]:
+  """One pass over the eval split; padded examples count zero.
+
+  Args:
+    config: the run config (eval split and batch size).
+    task: the task (its evaluator).
+    eval_fn: the compiled eval step.
+    params: model params.
+    mesh: the device mesh.
+    data: the data source.
+
+  Returns:
+    The task's metrics, with `count`.
+  """
+  evaluator = task.evaluator(config)
+  batches = 0
+  for batch in sharding.prefetch(data.create_eval_iterator(config), mesh):
+    evaluator.add(eval_fn(params, batch))
+    batches += 1
+  if not batches:
+    raise errors.RunError(f'The eval split {config.eval_split!r} gave no batches.')
+  return evaluator.result()
