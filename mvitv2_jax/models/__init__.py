@@ -4,14 +4,12 @@
   model = models.create_model('mvitv2_s', drop_path_rate=0.1)
   models.model_names()
 
-Families live in subpackages (`mvit/`: MViTv2 images and videos, MViTv1); `layers.py`
-holds the layers they share and `registry.py` what the trainer and converter know of each.
+Families live in subpackages (`mvit/`: MViTv2 images and videos, MViTv1; its config
+class is `models.mvit.MViTv2Config`); `layers.py` holds the layers they share and
+`registry.py` what the trainer and converter know of each.
 """
 
 from mvitv2_jax.models import mvit
-from mvitv2_jax.models.layers import trunc_normal_init
-from mvitv2_jax.models.mvit import (BlockSpec, MultiScaleAttention, MultiScaleBlock, MViTv2,
-                                    MViTv2Config, block_specs, pooled_grid)
 from mvitv2_jax.models.registry import (Family, KeyTable, create_model, families, family_of,
                                         input_shape, model_names, variant_config)
 
@@ -28,8 +26,6 @@ def image_size_multiple(model_or_config) -> int:
 
 
 __all__ = [
-    'BlockSpec', 'Family', 'KeyTable', 'MViTv2', 'MViTv2Config', 'MultiScaleAttention',
-    'MultiScaleBlock', 'block_specs', 'create_model', 'families', 'family_of',
-    'flops_per_example', 'image_size_multiple', 'input_shape', 'model_names', 'mvit',
-    'pooled_grid', 'trunc_normal_init', 'variant_config',
+    'Family', 'KeyTable', 'create_model', 'families', 'family_of', 'flops_per_example',
+    'image_size_multiple', 'input_shape', 'model_names', 'mvit', 'variant_config',
 ]

@@ -12,6 +12,7 @@ from flax import traverse_util
 
 from mvitv2_jax import convert
 from mvitv2_jax import models
+from mvitv2_jax.models import mvit
 from tests.helpers import golden
 
 TINY = golden.TINY
@@ -47,7 +48,7 @@ def test_param_count_equals_original(name, classes):
 ])
 def test_block_plan_matches_original(variant, name, overrides):
   want = json.loads((golden.DIR / f'config_{variant}.json').read_text())['blocks']
-  specs = models.block_specs(models.variant_config(name, **overrides))
+  specs = mvit.block_specs(models.variant_config(name, **overrides))
   assert len(specs) == len(want)
   for spec, block in zip(specs, want):
     assert (spec.dim_in, spec.dim_out, spec.att_dim, spec.num_heads) == (

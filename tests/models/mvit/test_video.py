@@ -9,6 +9,7 @@ import pytest
 
 from mvitv2_jax import convert
 from mvitv2_jax import models
+from mvitv2_jax.models import mvit
 from tests.helpers import golden
 
 # golden variant -> (model name, overrides) building the same architecture.
@@ -55,7 +56,7 @@ def test_other_label_sets_change_only_the_head(classes):
 def test_block_plan_matches_pyslowfast(variant):
   name, overrides = VARIANTS[variant]
   cfg = models.variant_config(name, **overrides)
-  specs = models.block_specs(cfg)
+  specs = mvit.block_specs(cfg)
   blocks = _config(variant)['blocks']
   axes = len(cfg.input_size)  # PySlowFast's image model keeps a T axis of 1.
   assert len(specs) == len(blocks)
