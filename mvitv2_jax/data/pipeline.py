@@ -23,10 +23,10 @@ import tensorflow_datasets as tfds
 from mvitv2_jax.data import augment
 from mvitv2_jax.data import demo_dataset
 from mvitv2_jax.data import imagenet
+from mvitv2_jax.data import random_resized_crop
 from mvitv2_jax.data import video_demo
 from mvitv2_jax.data import video_folder
 
-_CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 _SELF_BUILDING_DATASETS = (demo_dataset.MViTv2DemoShapes.name,
                            video_demo.MViTv2DemoMotion.name)
 
@@ -148,23 +148,16 @@ def _decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
   Returns:
     uint8 [h, w, 3], the crop.
   """
-  def sample_window(shape):
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape, tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed,
-        min_object_covered=0.0, aspect_ratio_range=_CROP_ASPECT_RANGE,
-        area_range=(min_scale, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    return begin, size
-
   def jpeg():
-    begin, size = sample_window(tf.image.extract_jpeg_shape(image_bytes))
+    begin, size = random_resized_crop.sample_window(
+        tf.image.extract_jpeg_shape(image_bytes), seed, min_scale=min_scale)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
 
   def other():  # PNG, BMP, GIF: decode fully, then crop.
     image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8,
                                expand_animations=False)
-    begin, size = sample_window(tf.shape(image))
+    begin, size = random_resized_crop.sample_window(tf.shape(image), seed, min_scale=min_scale)
     return tf.slice(image, begin, size)
 
   return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)

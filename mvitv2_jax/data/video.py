@@ -20,9 +20,8 @@ import tensorflow as tf
 from mvitv2_jax.data import augment
 from mvitv2_jax.data import imagenet
 from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import random_resized_crop
 from mvitv2_jax.model import variants
-
-_CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 
 
 def clip_length(config: ml_collections.ConfigDict) -> int:
@@ -187,11 +186,8 @@ def _augment_clip(frames: tf.Tensor, seed: tf.Tensor,
   crop_seed, flip_seed, ra_seed, erase_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4))
   shape = tf.shape(frames)
-  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape[1:], tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), crop_seed,
-      min_object_covered=0.0, aspect_ratio_range=_CROP_ASPECT_RANGE,
-      area_range=(aug.min_crop_scale, 1.0), max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
+  begin, crop_size = random_resized_crop.sample_window(
+      shape[1:], crop_seed, min_scale=aug.min_crop_scale)
   clip = tf.slice(frames, tf.concat([[0], begin], 0), tf.concat([[shape[0]], crop_size], 0))
   # Bilinear without antialiasing, as PySlowFast's crop resize (torch interpolate).
   clip = imagenet.round_uint8(tf.image.resize(clip, [size, size], method='bilinear'))
