@@ -11,7 +11,6 @@ process yields the same number of batches and each example counts once.
 import functools
 import itertools
 import os
-import time
 from typing import Callable, Iterator
 
 import jax
@@ -392,29 +391,3 @@ def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[Batch]:
   """
   return _eval_batches(config, jax.process_index(), jax.process_count())
 
-
-def measure_throughput(config: ml_collections.ConfigDict, num_batches: int, *,
-                       create_iterator: Callable[..., Iterator[Batch]] | None = None
-                       ) -> dict[str, float]:
-  """Train-pipeline throughput on this host, after one warm-up batch.
-
-  Args:
-    config: the experiment config.
-    num_batches: batches to time.
-    create_iterator: `config -> batches` (default: this module's train iterator; e.g.
-      `video.create_train_iterator`, whose examples are clips).
-
-  Returns:
-    'images_per_s': images per wall-clock second, over all host cores;
-    'images_per_cpu_s': images per second of CPU time of this process (all its
-    threads), i.e. per core actually used, which stays meaningful when other
-    work shares the host.
-  """
-  batches = (create_iterator or create_train_iterator)(config)
-  batch = next(batches)
-  start, cpu_start = time.perf_counter(), time.process_time()
-  for _ in range(num_batches):
-    batch = next(batches)
-  images = num_batches * batch['label'].shape[0]
-  return {'images_per_s': images / (time.perf_counter() - start),
-          'images_per_cpu_s': images / (time.process_time() - cpu_start)}

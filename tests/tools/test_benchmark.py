@@ -2,9 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from mvitv2_jax import models
+from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import video
 from tools import benchmark
 
 TINY = ['--variants', 'mvitv2_demo', '--batch_sizes', '2', '--image_sizes', '32',
@@ -41,10 +44,38 @@ def test_model_flops_match_paper():
   assert benchmark.model_flops_per_image(cfg, 224) / 2e9 == pytest.approx(7.0, abs=0.05)
 
 
-
 def test_flops_by_part_add_up_to_the_model_count():
   cfg = models.variant_config('mvitv2_s')
   parts = benchmark.flops_per_image_by_part(cfg, 224)
   assert sum(parts.values()) == pytest.approx(benchmark.model_flops_per_image(cfg, 224))
   # q.k and attn.v: a few percent of MViTv2-S, most of it at stage 1's 3136 queries.
   assert 0.02 < parts['attention'] / sum(parts.values()) < 0.3
+
+
+def _stub_batches(batch_size, num_batches, created, config):
+  created.append(config)
+  for _ in range(num_batches):
+    sum(range(20_000))  # Some CPU time, so that the per-CPU-second rate is defined.
+    yield {'label': np.zeros(batch_size, np.int32)}
+
+
+def test_measure_throughput_times_the_batches_after_one_warm_up():
+  created = []
+  # Exactly 1 + 3 batches: a fourth timed one would raise StopIteration.
+  throughput = benchmark.measure_throughput(
+      lambda config: _stub_batches(5, 4, created, config), 'config', 3)
+  assert created == ['config']
+  assert throughput['images_per_s'] > 0 and throughput['images_per_cpu_s'] > 0
+
+
+def test_input_modes_time_the_train_iterators_of_the_data_sources(monkeypatch):
+  created = []
+  for source in (pipeline, video):
+    monkeypatch.setattr(source, 'create_train_iterator',
+                        lambda config: _stub_batches(config.batch_size, 3, created, config))
+  image, clips = benchmark.main(['--modes', 'input,video_input', '--batch_sizes', '4',
+                                 '--image_sizes', '32', '--input_batches', '2'])
+  assert [c.dataset for c in created] == ['mvitv2_demo_shapes', 'mvitv2_demo_motion/large']
+  assert image['mode'] == 'input' and image['images_per_s'] > 0
+  assert clips['mode'] == 'video_input' and clips['num_frames'] == 16
+  assert clips['clips_per_s'] > 0 and clips['clips_per_cpu_s'] > 0
