@@ -299,13 +299,13 @@ def measure_throughput(create_iterator: Callable[[ml_collections.ConfigDict], It
 
 def run_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[str, Any]:
   """Times the TFDS train pipeline on the demo dataset."""
-  from mvitv2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax.data import images  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.dataset = 'mvitv2_demo_shapes'
   config.batch_size = batch_size
   config.image_size = image_size
   config.shuffle_buffer = 1024
-  throughput = measure_throughput(pipeline.create_train_iterator, config, num_batches)
+  throughput = measure_throughput(images.create_train_iterator, config, num_batches)
   images_per_s = throughput['images_per_s']
   cores = os.cpu_count() or 1
   return dict(mode='input', dataset=config.dataset, batch_size=batch_size,

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import images as pipeline
 from mvitv2_jax.data import video
 
 

@@ -1,4 +1,4 @@
-"""TFDS videos -> NumPy host batches of clips, the PySlowFast way, on `pipeline`'s machinery.
+"""The video source: TFDS videos -> host batches of clips, the PySlowFast way, on `stream`.
 
 Records hold a video as encoded frames (a `tfds.features.Video`, read undecoded so that
 only the sampled frames are decoded) and a label; `config.video` names their features.
@@ -7,7 +7,7 @@ Train: one random clip of T frames per video (T = the model's `num_frames`), fro
 clips): random resized crop, flip, RandAugment and random erasing, each drawn once per
 clip and applied alike to all its frames. Eval: `eval_clips` uniformly spaced clips x
 `eval_crops` spatial crops per video, one example [views, T, S, S, 3] per video.
-Process split, per-epoch seeds, exact resume and eval padding are `pipeline`'s.
+Process split, per-epoch seeds, exact resume and eval padding are `stream`'s.
 """
 
 import functools
@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from mvitv2_jax.data import augment
 from mvitv2_jax.data import imagenet
-from mvitv2_jax.data import pipeline
 from mvitv2_jax.data import random_resized_crop
+from mvitv2_jax.data import stream
+from mvitv2_jax.data import tfds_access
 from mvitv2_jax.model import variants
 
 
@@ -293,19 +294,19 @@ def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
     Videos of `split` (TFDS metadata, else the config's counts), times
     `video.num_sample` for `config.train_split`.
   """
-  videos = pipeline.num_examples(config, split)
+  videos = tfds_access.num_examples(config, split)
   return videos * config.video.num_sample if split == config.train_split else videos
 
 
-def _train_batches(config, start_step, process_index, process_count) -> Iterator[pipeline.Batch]:
-  return pipeline.train_batches(
+def _train_batches(config, start_step, process_index, process_count) -> Iterator[stream.Batch]:
+  return stream.train_batches(
       config, start_step, process_index, process_count,
       transform=functools.partial(_train_example, config=config),
       encoded_key=config.video.video_key, per_record=config.video.num_sample)
 
 
 def create_train_iterator(config: ml_collections.ConfigDict, *,
-                          start_step: int = 0) -> Iterator[pipeline.Batch]:
+                          start_step: int = 0) -> Iterator[stream.Batch]:
   """Endless augmented train clips for this process.
 
   Args:
@@ -318,19 +319,19 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
     are adjacent.
 
   Raises:
-    DatasetNotPreparedError: the dataset is not prepared; says how to do it.
+    tfds_access.DatasetNotPreparedError: the dataset is not prepared; says how to do it.
   """
   return _train_batches(config, start_step, jax.process_index(), jax.process_count())
 
 
-def _eval_batches(config, process_index, process_count) -> Iterator[pipeline.Batch]:
-  return pipeline.eval_batches(
+def _eval_batches(config, process_index, process_count) -> Iterator[stream.Batch]:
+  return stream.eval_batches(
       config, process_index, process_count,
       transform=functools.partial(_eval_example, config=config),
       encoded_key=config.video.video_key)
 
 
-def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[pipeline.Batch]:
+def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[stream.Batch]:
   """One pass over `config.eval_split` for this process, every view of each video.
 
   Args:
@@ -342,6 +343,6 @@ def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[pipeline
     Padding videos are zeros with mask False; each video appears once.
 
   Raises:
-    DatasetNotPreparedError: the dataset is not prepared; says how to do it.
+    tfds_access.DatasetNotPreparedError: the dataset is not prepared; says how to do it.
   """
   return _eval_batches(config, jax.process_index(), jax.process_count())

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from mvitv2_jax import convert
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import images as pipeline
 from mvitv2_jax.data import sources
 from mvitv2_jax.ops import platform as ops_platform
 from mvitv2_jax.train import checkpointing

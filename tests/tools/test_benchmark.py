@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mvitv2_jax import models
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import images
 from mvitv2_jax.data import video
 from tools import benchmark
 
@@ -70,7 +70,7 @@ def test_measure_throughput_times_the_batches_after_one_warm_up():
 
 def test_input_modes_time_the_train_iterators_of_the_data_sources(monkeypatch):
   created = []
-  for source in (pipeline, video):
+  for source in (images, video):
     monkeypatch.setattr(source, 'create_train_iterator',
                         lambda config: _stub_batches(config.batch_size, 3, created, config))
   image, clips = benchmark.main(['--modes', 'input,video_input', '--batch_sizes', '4',

@@ -65,9 +65,9 @@ def test_kinetics_and_ssv2_recipes():
   assert optim.scaled_lr(ssv2.optim.base_lr, 16) == pytest.approx(0.0025)
 
 
-def test_image_configs_keep_the_image_pipeline():
-  from mvitv2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  assert sources.for_config(training.tiny_config()) is pipeline
+def test_image_configs_keep_the_image_source():
+  from mvitv2_jax.data import images  # pylint: disable=g-import-not-at-top
+  assert sources.for_config(training.tiny_config()) is images
 
 
 def test_multi_view_eval_averages_softmax_over_views():

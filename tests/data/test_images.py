@@ -1,29 +1,22 @@
-"""Tests for mvitv2_jax.data.pipeline on the demo dataset and a fake ImageNet."""
+"""Tests for mvitv2_jax.data.images on the demo dataset and a fake ImageNet."""
 
 import collections
-import os
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
+from mvitv2_jax.data import demo_dataset
 from mvitv2_jax.data import imagenet
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import images
+from mvitv2_jax.data import tfds_access
 from tests.helpers import fake_imagenet
-from tests.helpers import training
-
-DEMO = 'mvitv2_demo_shapes'
-
-
-@pytest.fixture(scope='module')
-def demo_dir(tmp_path_factory):
-  return training.prepared_tfds(DEMO, tmp_path_factory)
 
 
 def _config(data_dir, **overrides):
   config = default.get_config()
-  config.dataset = DEMO
+  config.dataset = demo_dataset.MViTv2DemoShapes.name
   config.data_dir = data_dir
   config.image_size = 32
   config.batch_size = 8
@@ -46,7 +39,7 @@ def _labels_in(config, split):
 def test_train_resize_matches_antialiased_bicubic(height, width):
   rng = np.random.default_rng(height)
   crop = rng.integers(0, 256, size=(height, width, 3)).astype(np.uint8)
-  out = pipeline._resize_crop_uint8(crop, 224).numpy().astype(int)
+  out = images._resize_crop_uint8(crop, 224).numpy().astype(int)
   expected = imagenet.resize_uint8(crop, 224, 224).numpy().astype(int)
   diff = np.abs(out - expected)
   if height <= 224 and width <= 224:  # Plain bicubic: the same up to float rounding.
@@ -55,10 +48,10 @@ def test_train_resize_matches_antialiased_bicubic(height, width):
     assert not diff.any()
 
 
-def test_train_batch_shapes_dtypes_and_ranges(demo_dir):
-  config = _config(demo_dir)
+def test_train_batch_shapes_dtypes_and_ranges(demo_shapes_dir):
+  config = _config(demo_shapes_dir)
   config.aug.random_erase_prob = 0.0  # Erased pixels are N(0, 1), unbounded.
-  batch = next(pipeline.create_train_iterator(config))
+  batch = next(images.create_train_iterator(config))
   assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.float32
   assert batch['label'].shape == (8,) and batch['label'].dtype == np.int32
   assert -2.2 < batch['image'].min() and batch['image'].max() < 2.7
@@ -66,11 +59,11 @@ def test_train_batch_shapes_dtypes_and_ranges(demo_dir):
   assert ((batch['label'] >= 0) & (batch['label'] < 10)).all()
 
 
-def test_train_is_deterministic_and_resumes_exactly(demo_dir):
+def test_train_is_deterministic_and_resumes_exactly(demo_shapes_dir):
   # 40 examples / batch 8: 5 steps per epoch, so step 6 lies in epoch 1.
-  config = _config(demo_dir, train_split='train[:40]')
-  fresh = _take(pipeline.create_train_iterator(config), 7)
-  again = _take(pipeline.create_train_iterator(config), 7)
+  config = _config(demo_shapes_dir, train_split='train[:40]')
+  fresh = _take(images.create_train_iterator(config), 7)
+  again = _take(images.create_train_iterator(config), 7)
   for a, b in zip(fresh, again):
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
@@ -79,53 +72,31 @@ def test_train_is_deterministic_and_resumes_exactly(demo_dir):
   assert collections.Counter(epoch0.tolist()) == _labels_in(config, 'train[:40]')
   assert not np.array_equal(fresh[5]['image'], fresh[0]['image'])
   for start in (3, 6):
-    resumed = next(pipeline.create_train_iterator(config, start_step=start))
+    resumed = next(images.create_train_iterator(config, start_step=start))
     np.testing.assert_array_equal(resumed['image'], fresh[start]['image'])
     np.testing.assert_array_equal(resumed['label'], fresh[start]['label'])
 
 
-def test_other_seed_gives_other_batches(demo_dir):
-  config = _config(demo_dir, train_split='train[:40]')
-  a = next(pipeline.create_train_iterator(config))
+def test_other_seed_gives_other_batches(demo_shapes_dir):
+  config = _config(demo_shapes_dir, train_split='train[:40]')
+  a = next(images.create_train_iterator(config))
   config.seed = 1
-  b = next(pipeline.create_train_iterator(config))
+  b = next(images.create_train_iterator(config))
   assert not np.array_equal(a['image'], b['image'])
 
 
-def _ids(config, split):
-  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-  ds = builder.as_dataset(split=split, read_config=tfds.ReadConfig(add_tfds_id=True))
-  return [ex['tfds_id'].numpy() for ex in ds]
-
-
-def test_processes_read_disjoint_slices(demo_dir):
-  config = _config(demo_dir)
-  everything = set(_ids(config, 'validation[:101]'))
-  for drop_remainder in (False, True):
-    slices = [_ids(config, pipeline._process_split(
-        'validation[:101]', index, 3, drop_remainder=drop_remainder)) for index in range(3)]
-    sets = [set(s) for s in slices]
-    assert sum(len(s) for s in sets) == sum(len(s) for s in slices)  # No duplicates.
-    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
-    union = sets[0] | sets[1] | sets[2]
-    if drop_remainder:  # Equal slices, so all processes have equal epochs.
-      assert [len(s) for s in slices] == [33, 33, 33] and union <= everything
-    else:
-      assert union == everything
-
-
-def test_simulated_processes_get_local_batches(demo_dir):
-  config = _config(demo_dir, train_split='train[:40]')
-  batches = [next(pipeline._train_batches(config, 0, index, 2)) for index in range(2)]
+def test_simulated_processes_get_local_batches(demo_shapes_dir):
+  config = _config(demo_shapes_dir, train_split='train[:40]')
+  batches = [next(images._train_batches(config, 0, index, 2)) for index in range(2)]
   assert all(b['image'].shape == (4, 32, 32, 3) for b in batches)
   assert not np.array_equal(batches[0]['image'], batches[1]['image'])
 
 
 @pytest.mark.parametrize('process_count', [1, 3])
-def test_eval_counts_every_example_once(demo_dir, process_count):
+def test_eval_counts_every_example_once(demo_shapes_dir, process_count):
   # 101 examples: uneven process slices (34, 34, 33) and uneven last batches.
-  config = _config(demo_dir, eval_split='validation[:101]', eval_batch_size=24)
-  per_process = [list(pipeline._eval_batches(config, index, process_count))
+  config = _config(demo_shapes_dir, eval_split='validation[:101]', eval_batch_size=24)
+  per_process = [list(images._eval_batches(config, index, process_count))
                  for index in range(process_count)]
   assert len({len(batches) for batches in per_process}) == 1  # Same count everywhere.
   batches = [b for batches in per_process for b in batches]
@@ -139,62 +110,41 @@ def test_eval_counts_every_example_once(demo_dir, process_count):
   assert masks.sum() == 101 and not masks.all()
   assert collections.Counter(labels[masks].tolist()) == _labels_in(config, 'validation[:101]')
   # Callable again, with the same result.
-  again = list(pipeline._eval_batches(config, 0, process_count))
+  again = list(images._eval_batches(config, 0, process_count))
   np.testing.assert_array_equal(again[0]['image'], per_process[0][0]['image'])
 
 
-def test_eval_images_are_normalised(demo_dir):
-  batch = next(pipeline.create_eval_iterator(_config(demo_dir, eval_split='validation[:16]')))
+def test_eval_images_are_normalised(demo_shapes_dir):
+  batch = next(images.create_eval_iterator(_config(demo_shapes_dir, eval_split='validation[:16]')))
   assert batch['mask'].all()
   assert -2.2 < batch['image'].min() and batch['image'].max() < 2.7
 
 
-def test_num_examples(demo_dir):
-  config = _config(demo_dir)
-  assert pipeline.num_examples(config, 'train') == 10_000
-  assert pipeline.num_examples(config, 'validation[:101]') == 101
+def test_num_examples_are_the_images(demo_shapes_dir):
+  config = _config(demo_shapes_dir)
+  assert images.num_examples(config, 'train') == 10_000
+  assert images.num_examples(config, 'validation[:101]') == 101
 
 
-def test_num_examples_falls_back_to_config_without_metadata():
-  config = _config('', dataset='imagenet2012')
-  with tfds.testing.mock_data(num_examples=8):
-    with pytest.raises(ValueError, match='num_train_examples'):
-      pipeline.num_examples(config, 'train')
-    config.num_train_examples = 8
-    config.num_eval_examples = 5
-    assert pipeline.num_examples(config, 'train') == 8
-    assert pipeline.num_examples(config, 'validation') == 5
-
-
-def test_missing_imagenet_says_how_to_prepare_it(tmp_path):
+def test_missing_dataset_stops_both_iterators(tmp_path):
   config = _config(str(tmp_path), dataset='imagenet2012')
-  with pytest.raises(pipeline.DatasetNotPreparedError) as error:
-    pipeline.create_train_iterator(config)
-  message = str(error.value)
-  assert 'ILSVRC2012_img_train.tar' in message and 'ILSVRC2012_img_val.tar' in message
-  assert os.path.join(str(tmp_path), 'downloads', 'manual') in message
-  assert f'tfds build imagenet2012 --data_dir={tmp_path}' in message
-  with pytest.raises(pipeline.DatasetNotPreparedError, match='tfds build imagenet2012'):
-    pipeline.create_eval_iterator(config)
-
-
-def test_missing_other_dataset_says_tfds_build(tmp_path):
-  config = _config(str(tmp_path), dataset='mnist')
-  with pytest.raises(pipeline.DatasetNotPreparedError, match='tfds build mnist'):
-    pipeline.create_train_iterator(config)
+  with pytest.raises(tfds_access.DatasetNotPreparedError, match='ILSVRC2012_img_train.tar'):
+    images.create_train_iterator(config)
+  with pytest.raises(tfds_access.DatasetNotPreparedError, match='tfds build imagenet2012'):
+    images.create_eval_iterator(config)
 
 
 def test_fake_imagenet_in_real_tfds_format(tmp_path):
   data_dir = str(tmp_path)
   fake_imagenet.make_fake_imagenet(data_dir, num_train_per_class=4, num_validation=5)
   config = _config(data_dir, dataset='imagenet2012', batch_size=4, eval_batch_size=4)
-  batch = next(pipeline.create_train_iterator(config))
+  batch = next(images.create_train_iterator(config))
   assert batch['image'].shape == (4, 32, 32, 3) and batch['label'].dtype == np.int32
   names = tfds.builder('imagenet2012', data_dir=data_dir).info.features['label'].names
   train_labels = {names.index(synset) for synset in fake_imagenet.DEFAULT_CLASSES}
   assert set(batch['label'].tolist()) <= train_labels
-  batches = list(pipeline.create_eval_iterator(config))
+  batches = list(images.create_eval_iterator(config))
   assert len(batches) == 2
   masks = np.concatenate([b['mask'] for b in batches])
   assert masks.sum() == 5
-  assert pipeline.num_examples(config, 'validation') == 5
+  assert images.num_examples(config, 'validation') == 5
