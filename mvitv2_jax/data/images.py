@@ -74,11 +74,10 @@ def _resize_crop_uint8(crop: tf.Tensor, size: int) -> tf.Tensor:
       lambda: imagenet.resize_uint8(crop, size, size))
 
 
-def _train_example(index: tf.Tensor, example: dict, epoch_seed: int, *,
+def _train_example(example: dict, seed: tf.Tensor, *,
                    config: ml_collections.ConfigDict) -> dict:
   """Decode, RandomResizedCrop, flip, RandAugment, normalise, erase one example."""
   aug = config.aug
-  seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
   crop_seed, flip_seed, ra_seed, erase_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4))
   size = config.image_size

@@ -20,8 +20,8 @@ import tensorflow_datasets as tfds
 from mvitv2_jax.data import tfds_access
 
 Batch = dict[str, np.ndarray]
-# (index in the epoch, encoded record, epoch seed) -> augmented example(s).
-Transform = Callable[[tf.Tensor, dict, int], dict]
+# (encoded record, its stateless seed int64 [2]) -> augmented example(s).
+Transform = Callable[[dict, tf.Tensor], dict]
 
 
 def _process_split(split: str, process_index: int, process_count: int, *,
@@ -58,6 +58,11 @@ def _epoch_seed(seed: int, process_index: int, epoch: int) -> int:
   return int(state[0]) << 31 | int(state[1]) >> 1
 
 
+def _example_seed(epoch_seed: int, index: tf.Tensor) -> tf.Tensor:
+  """int64 [2]: the seed of the example at `index` (int64 []) of an epoch."""
+  return tf.stack([tf.constant(epoch_seed, tf.int64), index])
+
+
 def _train_epoch(builder, config, *, epoch: int, skip: int, steps: int,
                  local_batch: int, process_index: int, process_count: int,
                  transform: Transform, encoded_key: str,
@@ -73,7 +78,7 @@ def _train_epoch(builder, config, *, epoch: int, skip: int, steps: int,
   # whether the epoch was started fresh or resumed.
   records_per_batch = local_batch // per_record
   ds = ds.enumerate().take(steps * records_per_batch).skip(skip)
-  ds = ds.map(lambda i, ex: transform(i, ex, epoch_seed),
+  ds = ds.map(lambda i, record: transform(record, _example_seed(epoch_seed, i)),
               num_parallel_calls=tf.data.AUTOTUNE)
   if per_record > 1:
     ds = ds.unbatch()
@@ -91,9 +96,10 @@ def train_batches(config: ml_collections.ConfigDict, start_step: int, process_in
     start_step: batches already consumed; the stream resumes after them.
     process_index: this process.
     process_count: number of processes.
-    transform: `(index int64 [], record, epoch_seed int) -> example dict`, a pure
-      function of its arguments; with `per_record` > 1 every value has a leading axis of
-      `per_record` examples (e.g. several augmented clips of one video).
+    transform: `(record, seed int64 [2]) -> example dict`, a pure function of its
+      arguments; the seed is (epoch seed, index in the epoch). With `per_record` > 1
+      every value has a leading axis of `per_record` examples (e.g. several augmented
+      clips of one video).
     encoded_key: the record feature read still encoded (decoded by `transform`).
     per_record: examples `transform` makes of one record.
 

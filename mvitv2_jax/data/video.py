@@ -206,11 +206,10 @@ def _augment_clip(frames: tf.Tensor, seed: tf.Tensor,
   return clip
 
 
-def _train_example(index: tf.Tensor, record: dict, epoch_seed: int, *,
+def _train_example(record: dict, seed: tf.Tensor, *,
                    config: ml_collections.ConfigDict) -> dict:
   """One random clip of a video, augmented `num_sample` times."""
   v = config.video
-  seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
   time_seed, *clip_seeds = tf.unstack(
       tf.random.experimental.stateless_split(seed, 1 + v.num_sample))
   encoded = record[v.video_key]

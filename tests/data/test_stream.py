@@ -21,14 +21,13 @@ def _config(data_dir, **overrides):
   return config
 
 
-def _placement(index, record, epoch_seed):
-  """Where the stream put the record, and the seed it gave it."""
-  return {'label': tf.cast(record['label'], tf.int32), 'index': index,
-          'epoch_seed': tf.constant(epoch_seed, tf.int64)}
+def _seed_of(record, seed):
+  """The seed the stream gave the record: (epoch seed, index in the epoch)."""
+  return {'label': tf.cast(record['label'], tf.int32), 'seed': seed}
 
 
-def _two_copies(index, record, epoch_seed):
-  del index, epoch_seed
+def _two_copies(record, seed):
+  del seed
   return {'label': tf.fill([2], tf.cast(record['label'], tf.int32)), 'copy': tf.range(2)}
 
 
@@ -39,17 +38,16 @@ def test_epoch_seeds_are_pinned():
                    1148591787326761304]
 
 
-def test_train_stream_indexes_each_epoch_and_resumes_exactly(demo_shapes_dir):
+def test_train_seeds_are_the_epoch_and_index_and_resume_exactly(demo_shapes_dir):
   config = _config(demo_shapes_dir)
-  batches = stream.train_batches(config, 0, 0, 1, transform=_placement)
+  batches = stream.train_batches(config, 0, 0, 1, transform=_seed_of)
   fresh = [next(batches) for _ in range(7)]
-  indices = np.concatenate([b['index'] for b in fresh])
-  np.testing.assert_array_equal(indices, np.r_[np.arange(40), np.arange(16)])
-  seeds = np.concatenate([b['epoch_seed'] for b in fresh])
-  assert (seeds[:40] == stream._epoch_seed(config.seed, 0, 0)).all()
-  assert (seeds[40:] == stream._epoch_seed(config.seed, 0, 1)).all()
+  seeds = np.concatenate([b['seed'] for b in fresh])
+  np.testing.assert_array_equal(seeds[:, 1], np.r_[np.arange(40), np.arange(16)])
+  assert (seeds[:40, 0] == stream._epoch_seed(config.seed, 0, 0)).all()
+  assert (seeds[40:, 0] == stream._epoch_seed(config.seed, 0, 1)).all()
   for start in (3, 6):
-    resumed = next(stream.train_batches(config, start, 0, 1, transform=_placement))
+    resumed = next(stream.train_batches(config, start, 0, 1, transform=_seed_of))
     for key in fresh[start]:
       np.testing.assert_array_equal(resumed[key], fresh[start][key])
 
