@@ -110,18 +110,7 @@ def _eval_example(example: dict, *, size: int, crop_pct: float) -> dict:
 
 
 def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
-  """Images of `split`, over all processes (TFDS metadata, else the config's counts).
-
-  Args:
-    config: the experiment config (dataset, data_dir and the fallbacks).
-    split: a TFDS split string, slices allowed (e.g. 'train[:1000]').
-
-  Returns:
-    The number of images.
-
-  Raises:
-    ValueError: when neither the metadata nor the config knows the count.
-  """
+  """Images of `split`, over all processes: one per record (`tfds_access.num_examples`)."""
   return tfds_access.num_examples(config, split)
 
 

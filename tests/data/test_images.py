@@ -6,24 +6,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import default
-from mvitv2_jax.data import demo_dataset
 from mvitv2_jax.data import imagenet
 from mvitv2_jax.data import images
 from mvitv2_jax.data import tfds_access
 from tests.helpers import fake_imagenet
+from tests.helpers import training
 
-
-def _config(data_dir, **overrides):
-  config = default.get_config()
-  config.dataset = demo_dataset.MViTv2DemoShapes.name
-  config.data_dir = data_dir
-  config.image_size = 32
-  config.batch_size = 8
-  config.eval_batch_size = 16
-  config.shuffle_buffer = 64
-  config.update(overrides)
-  return config
+_config = training.demo_shapes_config
 
 
 def _take(iterator, n):

@@ -5,20 +5,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import default
-from mvitv2_jax.data import demo_dataset
 from mvitv2_jax.data import stream
+from tests.helpers import training
 
 
 def _config(data_dir, **overrides):
-  config = default.get_config()
-  config.dataset = demo_dataset.MViTv2DemoShapes.name
-  config.data_dir = data_dir
-  config.train_split = 'train[:40]'  # Batches of 8 records: 5 steps per epoch.
-  config.batch_size = 8
-  config.shuffle_buffer = 64
-  config.update(overrides)
-  return config
+  # Batches of 8 records: 5 steps per epoch.
+  return training.demo_shapes_config(data_dir, train_split='train[:40]', **overrides)
 
 
 def _seed_of(record, seed):

@@ -5,17 +5,10 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import default
-from mvitv2_jax.data import demo_dataset
 from mvitv2_jax.data import tfds_access
+from tests.helpers import training
 
-
-def _config(data_dir, **overrides):
-  config = default.get_config()
-  config.dataset = demo_dataset.MViTv2DemoShapes.name
-  config.data_dir = data_dir
-  config.update(overrides)
-  return config
+_config = training.demo_shapes_config
 
 
 def _read_train(config):
