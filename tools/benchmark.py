@@ -37,7 +37,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -173,15 +173,40 @@ def run_model_cases(cases: list[Case], args: argparse.Namespace) -> list[dict[st
   return [runner.result(args.peak_tflops) for runner in runners]
 
 
+def measure_throughput(create_iterator: Callable[[ml_collections.ConfigDict], Iterator[dict]],
+                       config: ml_collections.ConfigDict, num_batches: int) -> dict[str, float]:
+  """Train-pipeline throughput on this host, after one warm-up batch.
+
+  Args:
+    create_iterator: `config -> batches`, a data source's `create_train_iterator`.
+    config: the experiment config.
+    num_batches: batches to time.
+
+  Returns:
+    'images_per_s': examples (images or clips) per wall-clock second, over all host
+    cores; 'images_per_cpu_s': examples per second of CPU time of this process (all
+    its threads), i.e. per core actually used, which stays meaningful when other
+    work shares the host.
+  """
+  batches = create_iterator(config)
+  batch = next(batches)
+  start, cpu_start = time.perf_counter(), time.process_time()
+  for _ in range(num_batches):
+    batch = next(batches)
+  images = num_batches * batch['label'].shape[0]
+  return {'images_per_s': images / (time.perf_counter() - start),
+          'images_per_cpu_s': images / (time.process_time() - cpu_start)}
+
+
 def run_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[str, Any]:
   """Times the TFDS train pipeline on the demo dataset."""
-  from mvitv2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax.data import images  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.dataset = 'mvitv2_demo_shapes'
   config.batch_size = batch_size
   config.image_size = image_size
   config.shuffle_buffer = 1024
-  throughput = pipeline.measure_throughput(config, num_batches)
+  throughput = measure_throughput(images.create_train_iterator, config, num_batches)
   images_per_s = throughput['images_per_s']
   cores = os.cpu_count() or 1
   return dict(mode='input', dataset=config.dataset, batch_size=batch_size,
@@ -193,15 +218,14 @@ def run_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[s
 def run_video_input_case(batch_size: int, image_size: int, num_batches: int) -> dict[str, Any]:
   """Times the video train pipeline (Kinetics recipe, MViTv2-S 16x4 clips) on 256x320 videos."""
   from configs.video import kinetics  # pylint: disable=g-import-not-at-top
-  from mvitv2_jax.data import pipeline, video  # pylint: disable=g-import-not-at-top
+  from mvitv2_jax.data import video  # pylint: disable=g-import-not-at-top
   config = kinetics.get_config()
   config.dataset = 'mvitv2_demo_motion/large'
   config.num_classes = 8
   config.batch_size = batch_size
   config.image_size = image_size
   config.shuffle_buffer = 32
-  throughput = pipeline.measure_throughput(config, num_batches,
-                                           create_iterator=video.create_train_iterator)
+  throughput = measure_throughput(video.create_train_iterator, config, num_batches)
   clips_per_s = throughput['images_per_s']
   cores = os.cpu_count() or 1
   return dict(mode='video_input', dataset=config.dataset, batch_size=batch_size,

@@ -1,1 +1,2 @@
-"""Input data: the TFDS pipeline, augmentation, mixup, the demo dataset, ImageNet's transform."""
+"""Input data: TFDS access, the record stream, the image and video sources, augmentation,
+mixup, the demo datasets, ImageNet's transform."""

@@ -52,10 +52,6 @@ def _tiled(values, width, dtype=tf.float32) -> tf.Tensor:
   return tf.tile(tf.cast(values, dtype), [width])
 
 
-def _to_uint8(image: tf.Tensor) -> tf.Tensor:
-  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-
-
 def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
   """PIL `ImageEnhance`: degenerate + factor * (image - degenerate), as uint8.
 
@@ -67,7 +63,7 @@ def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Ten
   Returns:
     uint8 [H, W, 3].
   """
-  return _to_uint8(degenerate + factor * (image - degenerate))
+  return imagenet.round_uint8(degenerate + factor * (image - degenerate))
 
 
 def _grayscale(image: tf.Tensor) -> tf.Tensor:
@@ -91,7 +87,7 @@ def _fill_shifted(image: tf.Tensor) -> tf.Tensor:
 def _fill_unshifted(shifted: tf.Tensor) -> tf.Tensor:
   """Inverse of `_fill_shifted`, rounded to uint8."""
   h, w, c = _dims(shifted)
-  return tf.reshape(_to_uint8(_rows(shifted) + _tiled(FILL_COLOR, w)), [h, w, c])
+  return tf.reshape(imagenet.round_uint8(_rows(shifted) + _tiled(FILL_COLOR, w)), [h, w, c])
 
 
 def _affine(image: tf.Tensor, transform: tf.Tensor) -> tf.Tensor:
@@ -273,7 +269,7 @@ def contrast_increasing(image, level):
 
 def brightness_increasing(image, level):
   # The blend with black: 0 + factor * (image - 0).
-  return _to_uint8(_enhance_factor(level) * tf.cast(image, tf.float32))
+  return imagenet.round_uint8(_enhance_factor(level) * tf.cast(image, tf.float32))
 
 
 def sharpness_increasing(image, level):

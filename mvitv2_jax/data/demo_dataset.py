@@ -7,11 +7,10 @@ same fused decode-and-crop path as on ImageNet. Importing this module registers
 the builder with TFDS; `download_and_prepare` takes a few seconds.
 """
 
-import io
-
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+
+from mvitv2_jax.data import jpeg
 
 IMAGE_SIZE = 64
 CLASS_NAMES = (
@@ -79,12 +78,6 @@ def make_example(label: int, rng: np.random.Generator) -> np.ndarray:
   return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _encode_jpeg(image: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format='JPEG', quality=90)
-  return buffer.getvalue()
-
-
 class MViTv2DemoShapes(tfds.core.GeneratorBasedBuilder):
   """Procedural 10-class shapes and textures, 64x64 JPEG, no download."""
 
@@ -113,6 +106,6 @@ class MViTv2DemoShapes(tfds.core.GeneratorBasedBuilder):
       # Balanced classes; the shuffle at read time mixes them.
       label = index % len(CLASS_NAMES)
       yield index, {
-          'image': _encode_jpeg(make_example(label, rng)),
+          'image': jpeg.encode(make_example(label, rng)),
           'label': label,
       }

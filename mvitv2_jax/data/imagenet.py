@@ -28,6 +28,7 @@ def class_names() -> list[str]:
 
 
 def round_uint8(image: tf.Tensor) -> tf.Tensor:
+  """A float image as uint8: rounded (half to even) and clipped to [0, 255]."""
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 

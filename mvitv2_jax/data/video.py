@@ -1,4 +1,4 @@
-"""TFDS videos -> NumPy host batches of clips, the PySlowFast way, on `pipeline`'s machinery.
+"""The video source: TFDS videos -> host batches of clips, the PySlowFast way, on `stream`.
 
 Records hold a video as encoded frames (a `tfds.features.Video`, read undecoded so that
 only the sampled frames are decoded) and a label; `config.video` names their features.
@@ -7,7 +7,7 @@ Train: one random clip of T frames per video (T = the model's `num_frames`), fro
 clips): random resized crop, flip, RandAugment and random erasing, each drawn once per
 clip and applied alike to all its frames. Eval: `eval_clips` uniformly spaced clips x
 `eval_crops` spatial crops per video, one example [views, T, S, S, 3] per video.
-Process split, per-epoch seeds, exact resume and eval padding are `pipeline`'s.
+Process split, per-epoch seeds, exact resume and eval padding are `stream`'s.
 """
 
 import functools
@@ -20,9 +20,9 @@ import tensorflow as tf
 from mvitv2_jax import models
 from mvitv2_jax.data import augment
 from mvitv2_jax.data import imagenet
-from mvitv2_jax.data import pipeline
-
-_CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+from mvitv2_jax.data import random_resized_crop
+from mvitv2_jax.data import stream
+from mvitv2_jax.data import tfds_access
 
 
 def clip_length(config: ml_collections.ConfigDict) -> int:
@@ -187,11 +187,8 @@ def _augment_clip(frames: tf.Tensor, seed: tf.Tensor,
   crop_seed, flip_seed, ra_seed, erase_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4))
   shape = tf.shape(frames)
-  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape[1:], tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), crop_seed,
-      min_object_covered=0.0, aspect_ratio_range=_CROP_ASPECT_RANGE,
-      area_range=(aug.min_crop_scale, 1.0), max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
+  begin, crop_size = random_resized_crop.sample_window(
+      shape[1:], crop_seed, min_scale=aug.min_crop_scale)
   clip = tf.slice(frames, tf.concat([[0], begin], 0), tf.concat([[shape[0]], crop_size], 0))
   # Bilinear without antialiasing, as PySlowFast's crop resize (torch interpolate).
   clip = imagenet.round_uint8(tf.image.resize(clip, [size, size], method='bilinear'))
@@ -209,11 +206,10 @@ def _augment_clip(frames: tf.Tensor, seed: tf.Tensor,
   return clip
 
 
-def _train_example(index: tf.Tensor, record: dict, epoch_seed: int, *,
+def _train_example(record: dict, seed: tf.Tensor, *,
                    config: ml_collections.ConfigDict) -> dict:
   """One random clip of a video, augmented `num_sample` times."""
   v = config.video
-  seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
   time_seed, *clip_seeds = tf.unstack(
       tf.random.experimental.stateless_split(seed, 1 + v.num_sample))
   encoded = record[v.video_key]
@@ -297,19 +293,19 @@ def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
     Videos of `split` (TFDS metadata, else the config's counts), times
     `video.num_sample` for `config.train_split`.
   """
-  videos = pipeline.num_examples(config, split)
+  videos = tfds_access.num_examples(config, split)
   return videos * config.video.num_sample if split == config.train_split else videos
 
 
-def _train_batches(config, start_step, process_index, process_count) -> Iterator[pipeline.Batch]:
-  return pipeline.train_batches(
+def _train_batches(config, start_step, process_index, process_count) -> Iterator[stream.Batch]:
+  return stream.train_batches(
       config, start_step, process_index, process_count,
       transform=functools.partial(_train_example, config=config),
       encoded_key=config.video.video_key, per_record=config.video.num_sample)
 
 
 def create_train_iterator(config: ml_collections.ConfigDict, *,
-                          start_step: int = 0) -> Iterator[pipeline.Batch]:
+                          start_step: int = 0) -> Iterator[stream.Batch]:
   """Endless augmented train clips for this process.
 
   Args:
@@ -322,19 +318,19 @@ def create_train_iterator(config: ml_collections.ConfigDict, *,
     are adjacent.
 
   Raises:
-    DatasetNotPreparedError: the dataset is not prepared; says how to do it.
+    tfds_access.DatasetNotPreparedError: the dataset is not prepared; says how to do it.
   """
   return _train_batches(config, start_step, jax.process_index(), jax.process_count())
 
 
-def _eval_batches(config, process_index, process_count) -> Iterator[pipeline.Batch]:
-  return pipeline.eval_batches(
+def _eval_batches(config, process_index, process_count) -> Iterator[stream.Batch]:
+  return stream.eval_batches(
       config, process_index, process_count,
       transform=functools.partial(_eval_example, config=config),
       encoded_key=config.video.video_key)
 
 
-def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[pipeline.Batch]:
+def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[stream.Batch]:
   """One pass over `config.eval_split` for this process, every view of each video.
 
   Args:
@@ -346,6 +342,6 @@ def create_eval_iterator(config: ml_collections.ConfigDict) -> Iterator[pipeline
     Padding videos are zeros with mask False; each video appears once.
 
   Raises:
-    DatasetNotPreparedError: the dataset is not prepared; says how to do it.
+    tfds_access.DatasetNotPreparedError: the dataset is not prepared; says how to do it.
   """
   return _eval_batches(config, jax.process_index(), jax.process_count())

@@ -14,11 +14,12 @@ frames, for timing the input pipeline at Kinetics sizes) and `tiny` (tests).
 """
 
 import dataclasses
-import io
 
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from mvitv2_jax.data import jpeg
 
 DIRECTIONS = {'left': (0, -1), 'right': (0, 1), 'up': (-1, 0), 'down': (1, 0)}
 SPEEDS = {'slow': 1.0, 'fast': 3.0}  # Pixels per frame at 32 px; scaled with the frame.
@@ -69,12 +70,6 @@ def make_video(label: int, rng: np.random.Generator, *, height: int = 32, width:
   return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
 
 
-def _encode_jpeg(frame: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(frame).save(buffer, format='JPEG', quality=90)
-  return buffer.getvalue()
-
-
 class MViTv2DemoMotion(tfds.core.GeneratorBasedBuilder):
   """Procedural 8-class sliding textures (direction x speed), JPEG frames, no download."""
 
@@ -113,4 +108,4 @@ class MViTv2DemoMotion(tfds.core.GeneratorBasedBuilder):
     for index in range(num_examples):
       label = index % len(CLASS_NAMES)  # Balanced; the shuffle at read time mixes them.
       video = make_video(label, rng, height=c.height, width=c.width, num_frames=c.num_frames)
-      yield index, {'video': [_encode_jpeg(frame) for frame in video], 'label': label}
+      yield index, {'video': [jpeg.encode(frame) for frame in video], 'label': label}

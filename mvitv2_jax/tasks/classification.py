@@ -1,7 +1,7 @@
 """Image and video classification: mixup, soft-target cross-entropy, top-1 / top-5.
 
 A config with a `video` section reads clips (`mvitv2_jax.data.video`), else images
-(`mvitv2_jax.data.pipeline`). Batches are `image` float [B, *input shape] (a test video
+(`mvitv2_jax.data.images`). Batches are `image` float [B, *input shape] (a test video
 [B, views, T, H, W, 3]) and `label` int32 [B], plus `mask` bool [B] in evaluation.
 """
 
@@ -17,7 +17,7 @@ import optax
 from mvitv2_jax import config_fields as fields
 from mvitv2_jax import models
 from mvitv2_jax.data import mixup
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import images
 from mvitv2_jax.data import video
 from mvitv2_jax.tasks import base
 
@@ -131,7 +131,7 @@ class Classification(base.Task):
     return models.create_model(config.model, **self._model_options(config))
 
   def data_source(self, config: Config) -> base.DataSource:
-    return video if 'video' in config else pipeline
+    return video if 'video' in config else images
 
   def batch_spec(self, config: Config, model: nn.Module, batch_size: int, *,
                  train: bool) -> dict[str, jax.ShapeDtypeStruct]:

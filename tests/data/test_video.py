@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs.video import demo
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import tfds_access
 from mvitv2_jax.data import video
 from mvitv2_jax.data import video_demo
 from mvitv2_jax.data import video_folder
@@ -33,12 +33,7 @@ def _config(data_dir, **overrides):
   config.batch_size = 8
   config.eval_batch_size = 6
   config.shuffle_buffer = 64
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  training.apply_overrides(config, overrides)
   return config
 
 
@@ -173,12 +168,12 @@ def test_eval_counts_every_video_once_with_all_views(demo_dir, process_count):
 
 def test_missing_kinetics_says_how_to_prepare_it(tmp_path):
   config = _config(str(tmp_path), dataset='mvitv2_video_frames/kinetics400')
-  with pytest.raises(pipeline.DatasetNotPreparedError) as error:
+  with pytest.raises(tfds_access.DatasetNotPreparedError) as error:
     video.create_train_iterator(config)
   message = str(error.value)
   assert 'ffmpeg' in message and 'tfds build mvitv2_jax/data/video_folder.py' in message
   assert os.path.join(str(tmp_path), 'downloads', 'manual', 'kinetics400') in message
-  with pytest.raises(pipeline.DatasetNotPreparedError, match='--config=kinetics400'):
+  with pytest.raises(tfds_access.DatasetNotPreparedError, match='--config=kinetics400'):
     video.create_eval_iterator(config)
 
 

@@ -1,8 +1,8 @@
-"""A learnable in-memory stand-in for `mvitv2_jax.data.pipeline` (tests only).
+"""A learnable in-memory stand-in for `mvitv2_jax.data.images` (tests only).
 
 Class c is a fixed random colour plus pixel noise, so a tiny model learns it in
 a few steps; for a video config, clips of it (and several noisy views to evaluate).
-Same interface as `mvitv2_jax.data.pipeline`: deterministic in the config's seed and
+Same interface as `mvitv2_jax.data.images`: deterministic in the config's seed and
 step, so `start_step` resumes the stream exactly, and the global batch is the same for
 any number of processes.
 """

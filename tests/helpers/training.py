@@ -39,6 +39,20 @@ def tiny_config(**overrides):
   return config
 
 
+def demo_shapes_config(data_dir: str, **overrides):
+  """The default recipe on `mvitv2_demo_shapes` in `data_dir`, at 32x32 in batches of 8
+  (eval 16), shuffled in a buffer of 64; dotted overrides."""
+  config = default.get_config()
+  config.dataset = 'mvitv2_demo_shapes'
+  config.data_dir = data_dir
+  config.image_size = 32
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.shuffle_buffer = 64
+  apply_overrides(config, overrides)
+  return config
+
+
 def tiny_video_config(**overrides):
   """`tiny_config` as a video model: 4-frame clips of the Kinetics recipe's pipeline."""
   from configs.video import kinetics  # pylint: disable=g-import-not-at-top

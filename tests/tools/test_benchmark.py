@@ -2,8 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 
+from mvitv2_jax.data import images
+from mvitv2_jax.data import video
 from mvitv2_jax.train import step as step_lib
 from tools import benchmark
 
@@ -45,3 +48,32 @@ def test_cases_time_the_trainers_own_step_traced_once(monkeypatch, mode, step):
   (r,) = benchmark.main(TINY + ['--modes', mode])
   # Warmup and timed steps run the one executable compiled ahead of time.
   assert len(traces) == 1 and r['timed_steps'] == 2
+
+
+def _stub_batches(batch_size, num_batches, created, config):
+  created.append(config)
+  for _ in range(num_batches):
+    sum(range(20_000))  # Some CPU time, so that the per-CPU-second rate is defined.
+    yield {'label': np.zeros(batch_size, np.int32)}
+
+
+def test_measure_throughput_times_the_batches_after_one_warm_up():
+  created = []
+  # Exactly 1 + 3 batches: a fourth timed one would raise StopIteration.
+  throughput = benchmark.measure_throughput(
+      lambda config: _stub_batches(5, 4, created, config), 'config', 3)
+  assert created == ['config']
+  assert throughput['images_per_s'] > 0 and throughput['images_per_cpu_s'] > 0
+
+
+def test_input_modes_time_the_train_iterators_of_the_data_sources(monkeypatch):
+  created = []
+  for source in (images, video):
+    monkeypatch.setattr(source, 'create_train_iterator',
+                        lambda config: _stub_batches(config.batch_size, 3, created, config))
+  image, clips = benchmark.main(['--modes', 'input,video_input', '--batch_sizes', '4',
+                                 '--image_sizes', '32', '--input_batches', '2'])
+  assert [c.dataset for c in created] == ['mvitv2_demo_shapes', 'mvitv2_demo_motion/large']
+  assert image['mode'] == 'input' and image['images_per_s'] > 0
+  assert clips['mode'] == 'video_input' and clips['num_frames'] == 16
+  assert clips['clips_per_s'] > 0 and clips['clips_per_cpu_s'] > 0

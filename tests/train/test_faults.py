@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import images
 from mvitv2_jax.train import errors
 from mvitv2_jax.train import integrity
 from mvitv2_jax.train import memory
@@ -98,7 +98,7 @@ def test_eval_batch_is_capped_to_what_the_split_needs(tmp_path, caplog):
   data_dir = str(tmp_path / 'data')
   fake_imagenet.make_fake_imagenet(data_dir, num_train_per_class=4, num_validation=8)
   with caplog.at_level(logging.INFO):
-    _, scalars = in_process.train_tiny(tmp_path / 'run', data=pipeline, dataset='imagenet2012',
+    _, scalars = in_process.train_tiny(tmp_path / 'run', data=images, dataset='imagenet2012',
                                        data_dir=data_dir, num_classes=1000, batch_size=4,
                                        eval_batch_size=1024, num_train_steps=2, shuffle_buffer=16)
   assert scalars[2]['eval/count'] == 8

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mvitv2_jax import tasks
-from mvitv2_jax.data import pipeline
+from mvitv2_jax.data import images
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import integrity
 from mvitv2_jax.train import optim
@@ -197,7 +197,7 @@ def test_two_steps_on_fake_imagenet(tmp_path):
   fake_imagenet.make_fake_imagenet(data_dir, num_train_per_class=4,
                                    num_validation=5)
   state, scalars = in_process.train_tiny(
-      tmp_path / 'run', data=pipeline, dataset='imagenet2012', data_dir=data_dir,
+      tmp_path / 'run', data=images, dataset='imagenet2012', data_dir=data_dir,
       num_classes=1000, batch_size=4, eval_batch_size=4, num_train_steps=2,
       shuffle_buffer=16, checkpoint_every_steps=2)
   assert int(state.step) == 2

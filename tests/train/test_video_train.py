@@ -66,10 +66,10 @@ def test_kinetics_and_ssv2_recipes():
   assert optim.scaled_lr(ssv2.optim.base_lr, 16) == pytest.approx(0.0025)
 
 
-def test_image_configs_keep_the_image_pipeline():
-  from mvitv2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+def test_image_configs_keep_the_image_source():
+  from mvitv2_jax.data import images  # pylint: disable=g-import-not-at-top
   config = training.tiny_config()
-  assert tasks.for_config(config).data_source(config) is pipeline
+  assert tasks.for_config(config).data_source(config) is images
 
 
 def test_multi_view_eval_averages_softmax_over_views():
