@@ -3,7 +3,7 @@
 Accepts the original repository's `.pyth` files (state dict under `model_state`),
 bare state dicts (`.pth`/`.pt`) and `.safetensors`, in the official or timm key
 layout, plus Flax params checkpoints written by the convert CLI. Files are read by
-`torch_reader`, which never runs code from them and needs no torch.
+`mvitv2_jax.checkpoint`, which never runs code from them and needs no torch.
 """
 
 import dataclasses
@@ -16,10 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from mvitv2_jax import checkpoint
 from mvitv2_jax import model as mvit
 from mvitv2_jax.convert import keys
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert import torch_reader
 from mvitv2_jax.model import rel_pos
 from mvitv2_jax.model import stacking
 
@@ -45,7 +44,7 @@ def expected_shapes(model: mvit.MViTv2) -> dict[tuple[str, ...], tuple[int, ...]
 
 def _name(key: str) -> str:
   # Keys come from the file: long or unprintable ones are shown bounded, on one line.
-  return key if len(key) <= _MAX_NAME and key.isprintable() else limits.describe(key)
+  return key if len(key) <= _MAX_NAME and key.isprintable() else checkpoint.describe(key)
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -265,7 +264,7 @@ def _read_converted(path: str) -> dict[str, np.ndarray]:
   if not os.path.isdir(item):
     item = path
   if not os.path.isfile(os.path.join(item, '_METADATA')):
-    raise torch_reader.CheckpointFormatError(
+    raise checkpoint.CheckpointFormatError(
         f'{path}: a directory without an orbax _METADATA file; expected a params checkpoint '
         'written by mvitv2-convert or a run\'s best/<step>')
   # Orbax is only needed for converted checkpoints.
@@ -275,12 +274,12 @@ def _read_converted(path: str) -> dict[str, np.ndarray]:
   # Orbax and tensorstore raise these for missing, truncated or malformed files.
   except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
     reason = (str(e).splitlines() or [''])[0][:200]
-    raise torch_reader.CheckpointFormatError(
+    raise checkpoint.CheckpointFormatError(
         f'{path}: cannot restore the params checkpoint ({type(e).__name__}: {reason})') from e
   leaves = traverse_util.flatten_dict(params) if isinstance(params, dict) else None
   if not leaves or not all(isinstance(v, np.ndarray) and all(isinstance(k, str) for k in p)
                            for p, v in leaves.items()):
-    raise torch_reader.CheckpointFormatError(
+    raise checkpoint.CheckpointFormatError(
         f'{path}: the orbax checkpoint does not hold a params tree of arrays')
   return params_to_state_dict(params)
 
@@ -289,8 +288,8 @@ def read_state_dict(path: str, *, max_bytes: int | None = None) -> dict[str, np.
   """Reads a PyTorch file or a Flax params checkpoint directory as an official state dict.
 
   Args:
-    path: a checkpoint file (see `torch_reader`) or a converted params directory.
-    max_bytes: the reader's memory cap (see `limits.max_bytes_setting`).
+    path: a checkpoint file (see `mvitv2_jax.checkpoint`) or a converted params directory.
+    max_bytes: the reader's memory cap (see `checkpoint.max_bytes_setting`).
 
   Returns:
     Official key -> array in PyTorch layout.
@@ -301,7 +300,7 @@ def read_state_dict(path: str, *, max_bytes: int | None = None) -> dict[str, np.
   """
   if os.path.isdir(path):
     return _read_converted(path)
-  return torch_reader.read_state_dict(path, max_bytes=max_bytes)
+  return checkpoint.read_state_dict(path, max_bytes=max_bytes)
 
 
 def load_params(path: str, model_name: str, *, num_classes: int | None = None,
@@ -320,7 +319,7 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
     inflate: the checkpoint is an image model's, to initialise the video model
       `model_name` (see `inflate_state_dict`).
     seed: RNG seed for a fresh head.
-    max_bytes: the reader's memory cap (see `limits.max_bytes_setting`).
+    max_bytes: the reader's memory cap (see `checkpoint.max_bytes_setting`).
     **overrides: other `MViTv2Config` fields (e.g. `cls_residual_q`).
 
   Returns:

@@ -2,20 +2,22 @@
 
 Prints `error: <exception type>: <message>` and exits 1 when load_params raises one of
 the two errors it documents; any other exception escapes with its traceback. With
-MARKER, exits 3 if any object of the reader modules gained an attribute of that name
-(a pickle BUILD that altered the reader).
+MARKER, exits 3 if any object of the reader's modules (mvitv2_jax.checkpoint.*) gained
+an attribute of that name (a pickle BUILD that altered the reader).
 """
 
 import sys
 
 from mvitv2_jax import convert
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert import torch_reader
-from mvitv2_jax.convert import unpickler
+
+
+def _reader_modules() -> list:
+  return [module for name, module in sorted(sys.modules.items())
+          if name == 'mvitv2_jax.checkpoint' or name.startswith('mvitv2_jax.checkpoint.')]
 
 
 def _altered(marker: str) -> bool:
-  objects = [*vars(torch_reader).values(), *vars(unpickler).values(), *vars(limits).values()]
+  objects = [value for module in _reader_modules() for value in vars(module).values()]
   objects += [member for obj in objects if isinstance(obj, type) for member in vars(obj).values()]
   for obj in objects:
     try:

@@ -6,9 +6,9 @@ import pickle
 
 import pytest
 
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert import unpickler
-from mvitv2_jax.convert.limits import CheckpointFormatError
+from mvitv2_jax.checkpoint import limits
+from mvitv2_jax.checkpoint import unpickler
+from mvitv2_jax.checkpoint.limits import CheckpointFormatError
 
 
 def _load(data: bytes, resolver=None):

@@ -1,4 +1,4 @@
-"""Tests for mvitv2_jax.torch_reader: real, crafted and hostile files."""
+"""Tests for mvitv2_jax.checkpoint: real, crafted and hostile files."""
 
 import collections
 import functools
@@ -15,8 +15,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from mvitv2_jax.convert import torch_reader
-from mvitv2_jax.convert.torch_reader import CheckpointFormatError
+from mvitv2_jax import checkpoint
+from mvitv2_jax.checkpoint import CheckpointFormatError
 from tests.helpers import golden
 from tests.helpers import training
 from tests.helpers.golden import recipe_state_dict
@@ -51,7 +51,7 @@ def _assert_bitwise_equal(actual, expected, what):
     ("tiny_cls.pyth", "tiny_cls"),
 ])
 def test_official_files_match_recipe(name, variant):
-  state = torch_reader.read_state_dict(DATA / name)
+  state = checkpoint.read_state_dict(DATA / name)
   expected = _expected(variant)
   assert list(state) == list(expected)  # The file's key order is kept.
   for key, want in expected.items():
@@ -65,7 +65,7 @@ def test_official_files_match_recipe(name, variant):
     ("tiny_cls_timm.safetensors", "tiny_cls"),
 ])
 def test_timm_files_match_recipe(name, variant):
-  state = torch_reader.read_state_dict(DATA / name)
+  state = checkpoint.read_state_dict(DATA / name)
   table = _timm_table(variant)
   assert sorted(state) == sorted(timm for _, timm in table)
   expected = _expected(variant)
@@ -75,18 +75,17 @@ def test_timm_files_match_recipe(name, variant):
 
 @pytest.mark.parametrize("name", ["tiny.pyth", "tiny_cls.pyth"])
 def test_official_top_level(name):
-  checkpoint = torch_reader.read_checkpoint(DATA / name)
-  assert sorted(checkpoint) == ["cfg", "epoch", "model_state",
-                                "optimizer_state"]
-  assert checkpoint["epoch"] == 299
-  assert isinstance(checkpoint["cfg"], str) and "MVIT" in checkpoint["cfg"]
+  obj = checkpoint.read(DATA / name)
+  assert sorted(obj) == ["cfg", "epoch", "model_state", "optimizer_state"]
+  assert obj["epoch"] == 299
+  assert isinstance(obj["cfg"], str) and "MVIT" in obj["cfg"]
   # torch's state dicts carry per-module versions through a BUILD opcode.
-  assert checkpoint["model_state"]._metadata[""] == {"version": 1}
+  assert obj["model_state"]._metadata[""] == {"version": 1}
 
 
 def test_legacy_reads_identical_to_zip():
-  new = torch_reader.read_checkpoint(DATA / "tiny.pyth")
-  old = torch_reader.read_checkpoint(DATA / "tiny_legacy.pyth")
+  new = checkpoint.read(DATA / "tiny.pyth")
+  old = checkpoint.read(DATA / "tiny_legacy.pyth")
   assert old["epoch"] == new["epoch"] and old["cfg"] == new["cfg"]
   assert list(old["model_state"]) == list(new["model_state"])
   for key, value in new["model_state"].items():
@@ -263,7 +262,7 @@ def test_zip_layouts(tmp_path, fake_torch, byteorder):
   path = tmp_path / "layouts.pth"
   _write_torch_zip(path, {"epoch": 3, "model_state": state},
                    folder="layouts", byteorder=byteorder)
-  _assert_layouts(torch_reader.read_state_dict(path), expected)
+  _assert_layouts(checkpoint.read_state_dict(path), expected)
 
 
 @pytest.mark.parametrize("big_endian", [False, True])
@@ -277,7 +276,7 @@ def test_legacy_layouts_and_views(tmp_path, fake_torch, big_endian):
   expected["view"] = root[5:7]
   path = tmp_path / "legacy.pth"
   _write_legacy(path, {"state_dict": state}, big_endian=big_endian)
-  _assert_layouts(torch_reader.read_state_dict(path), expected)
+  _assert_layouts(checkpoint.read_state_dict(path), expected)
 
 
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", None])
@@ -287,7 +286,7 @@ def test_wrappers(tmp_path, fake_torch, wrapper):
                         0, (2,), (1,))}
   obj = state if wrapper is None else {wrapper: state, "epoch": 1}
   _write_torch_zip(tmp_path / "w.pth", obj)
-  out = torch_reader.read_state_dict(tmp_path / "w.pth")
+  out = checkpoint.read_state_dict(tmp_path / "w.pth")
   assert list(out) == ["w"] and out["w"].tolist() == [1.0, 1.0]
 
 
@@ -297,7 +296,7 @@ def test_state_dict_with_non_tensor_entries(tmp_path, fake_torch):
   _write_torch_zip(tmp_path / "bad.pth",
                    {"w": _Tensor(storage, 0, (2,), (1,)), "step": 3})
   with pytest.raises(CheckpointFormatError, match="not tensors.*'step'"):
-    torch_reader.read_state_dict(tmp_path / "bad.pth")
+    checkpoint.read_state_dict(tmp_path / "bad.pth")
 
 
 def test_tensor_beyond_storage(tmp_path, fake_torch):
@@ -306,7 +305,7 @@ def test_tensor_beyond_storage(tmp_path, fake_torch):
   _write_torch_zip(tmp_path / "over.pth", {"w": _Tensor(storage, 2, (2, 2),
                                                         (2, 1))})
   with pytest.raises(CheckpointFormatError, match="reaches element 5"):
-    torch_reader.read_state_dict(tmp_path / "over.pth")
+    checkpoint.read_state_dict(tmp_path / "over.pth")
 
 
 def test_unsupported_storage_dtype(tmp_path, fake_torch):
@@ -315,7 +314,7 @@ def test_unsupported_storage_dtype(tmp_path, fake_torch):
   _write_torch_zip(tmp_path / "q.pth", {"w": _Tensor(storage, 0, (4,), (1,))})
   with pytest.raises(CheckpointFormatError,
                      match="unsupported storage dtype torch.QInt8Storage"):
-    torch_reader.read_checkpoint(tmp_path / "q.pth")
+    checkpoint.read(tmp_path / "q.pth")
 
 
 def test_safetensors_dtypes(tmp_path):
@@ -334,7 +333,7 @@ def test_safetensors_dtypes(tmp_path):
   }
   path = tmp_path / "dtypes.safetensors"
   _write_safetensors(path, tensors)
-  state = torch_reader.read_state_dict(path)
+  state = checkpoint.read_state_dict(path)
   assert list(state) == list(tensors)
   for name, (_, want) in tensors.items():
     _assert_bitwise_equal(state[name], want, name)
@@ -346,11 +345,11 @@ def test_safetensors_bad_entries(tmp_path):
   _write_safetensors(path, {"x": ("F8_E4M3", np.zeros(2, np.uint8))})
   with pytest.raises(CheckpointFormatError,
                      match="unsupported dtype 'F8_E4M3'"):
-    torch_reader.read_state_dict(path)
+    checkpoint.read_state_dict(path)
   path = tmp_path / "offsets.safetensors"
   _write_safetensors(path, {"x": ("F32", np.zeros(2, np.uint8))})
   with pytest.raises(CheckpointFormatError, match="do not fit shape"):
-    torch_reader.read_state_dict(path)
+    checkpoint.read_state_dict(path)
 
 
 # --- Hostile and broken input -------------------------------------------------
@@ -384,7 +383,7 @@ def test_forbidden_globals_never_run(tmp_path, container, use_open):
   else:
     path.write_bytes(pickle.dumps({"w": evil}, protocol=2))
   with pytest.raises(CheckpointFormatError) as info:
-    torch_reader.read_state_dict(path)
+    checkpoint.read_state_dict(path)
   assert f"forbidden pickle global {global_name}" in str(info.value)
   assert str(path) in str(info.value)
   assert not marker.exists()
@@ -423,7 +422,7 @@ def test_unreadable_files(tmp_path, content, pattern):
   path = tmp_path / "broken.pth"
   path.write_bytes(content())
   with pytest.raises(CheckpointFormatError, match=pattern) as info:
-    torch_reader.read_checkpoint(path)
+    checkpoint.read(path)
   assert str(info.value).startswith(f"{path}: ")
 
 
@@ -432,7 +431,7 @@ def test_zip_without_data_pkl(tmp_path):
   with zipfile.ZipFile(path, "w") as zf:
     zf.writestr("notes/readme.txt", "hello")
   with pytest.raises(CheckpointFormatError, match="not a PyTorch checkpoint"):
-    torch_reader.read_checkpoint(path)
+    checkpoint.read(path)
 
 
 @pytest.mark.slow
@@ -440,9 +439,9 @@ def test_reads_without_torch():
   code = (
       "import sys\n"
       "sys.modules['torch'] = None\n"  # Any `import torch` now fails.
-      "from mvitv2_jax.convert import torch_reader\n"
-      f"a = torch_reader.read_state_dict({str(DATA / 'tiny.pyth')!r})\n"
-      f"b = torch_reader.read_state_dict("
+      "from mvitv2_jax import checkpoint\n"
+      f"a = checkpoint.read_state_dict({str(DATA / 'tiny.pyth')!r})\n"
+      f"b = checkpoint.read_state_dict("
       f"{str(DATA / 'tiny_timm.safetensors')!r})\n"
       "print(len(a), len(b))\n")
   out = subprocess.run([sys.executable, "-c", code], env=training.subprocess_env(), check=True,

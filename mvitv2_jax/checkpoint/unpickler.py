@@ -19,8 +19,8 @@ import pickletools
 import struct
 from typing import Any, BinaryIO
 
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert.limits import CheckpointFormatError, describe
+from mvitv2_jax.checkpoint import limits
+from mvitv2_jax.checkpoint.limits import CheckpointFormatError, describe
 
 MAX_DEPTH = 100
 # An upper bound of what one opcode allocates: an object, its stack slot, a memo entry

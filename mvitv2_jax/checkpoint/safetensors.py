@@ -14,8 +14,8 @@ from typing import Any, BinaryIO
 import ml_dtypes
 import numpy as np
 
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert.limits import CheckpointFormatError, describe
+from mvitv2_jax.checkpoint import limits
+from mvitv2_jax.checkpoint.limits import CheckpointFormatError, describe
 
 MAX_HEADER_BYTES = 100_000_000  # The reference library's limit.
 # An upper bound of the Python objects json builds per header byte.

@@ -15,10 +15,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from mvitv2_jax import checkpoint
 from mvitv2_jax import convert
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert import torch_reader
-from mvitv2_jax.convert.limits import CheckpointFormatError
+from mvitv2_jax.checkpoint import CheckpointFormatError
 from tests.helpers import golden
 from tests.helpers import hostile_files
 from tests.helpers import limited
@@ -105,7 +104,7 @@ def test_predict_refuses_a_hostile_checkpoint(hostile_dir, tmp_path):
 
 def _error(path, **kwargs) -> str:
   with pytest.raises(CheckpointFormatError) as info:
-    torch_reader.read_checkpoint(path, **kwargs)
+    checkpoint.read(path, **kwargs)
   message = str(info.value)
   assert message.startswith(f'{path}: ') and '\n' not in message
   return message
@@ -159,16 +158,16 @@ def test_zip_directory_rules(tmp_path):
 def test_cap_and_environment_setting(tmp_path, monkeypatch):
   path = golden.DIR / 'tiny.pyth'
   assert 'the cap' in _error(path, max_bytes=100_000)
-  monkeypatch.setenv(limits.MAX_BYTES_ENV, '100000')
+  monkeypatch.setenv(checkpoint.MAX_BYTES_ENV, '100000')
   assert 'the cap' in _error(path)
-  monkeypatch.setenv(limits.MAX_BYTES_ENV, 'lots')
+  monkeypatch.setenv(checkpoint.MAX_BYTES_ENV, 'lots')
   assert "MVITV2_MAX_CHECKPOINT_BYTES='lots' is not a number of bytes" in _error(path)
-  monkeypatch.delenv(limits.MAX_BYTES_ENV)
-  assert torch_reader.read_checkpoint(path)['epoch'] == 299
+  monkeypatch.delenv(checkpoint.MAX_BYTES_ENV)
+  assert checkpoint.read(path)['epoch'] == 299
 
 
 def test_tensors_over_one_storage_are_views_of_it(tmp_path):
-  state = torch_reader.read_state_dict(hostile_files.shared_storage(str(tmp_path), count=3, mib=1,
+  state = checkpoint.read_state_dict(hostile_files.shared_storage(str(tmp_path), count=3, mib=1,
                                                                     deflated=False))
   first = state['w0']
   assert all(np.shares_memory(first, v) for v in state.values())
@@ -179,26 +178,6 @@ def test_missing_file(tmp_path):
   assert 'No such file or directory' in _error(tmp_path / 'nothing.pth')
 
 
-@pytest.mark.parametrize('case,pattern', [
-    ('plain_directory', 'a directory without an orbax _METADATA file'),
-    ('empty_orbax_directory', 'a directory without an orbax _METADATA file'),
-])
-def test_directories_that_are_not_converted_checkpoints(tmp_path, case, pattern):
-  path = hostile_files.CHECKPOINTS[case](str(tmp_path))
-  with pytest.raises(CheckpointFormatError, match=pattern) as info:
-    convert.load_params(path, 'mvitv2_t')
-  assert str(info.value).startswith(path)
-
-
-def test_conversion_errors_are_one_line_and_name_the_file(tmp_path):
-  path = hostile_files.shared_storage(str(tmp_path), count=3, mib=1, deflated=False)
-  with pytest.raises(convert.ConversionError) as info:
-    convert.load_params(path, 'mvitv2_t')
-  message = str(info.value)
-  assert message.startswith(f'{path}: Checkpoint does not fit') and '\n' not in message
-  assert 'unexpected (3): w0, w1, w2' in message
-
-
 @pytest.mark.slow
 def test_reading_full_size_files_stays_fast(tmp_path):
   torch = pytest.importorskip('torch', reason='writes the file with torch.save')
@@ -207,7 +186,7 @@ def test_reading_full_size_files_stays_fast(tmp_path):
   torch.save({'epoch': 300, 'model_state': {k: torch.from_numpy(v) for k, v in state_dict.items()}},
              path)
   start = time.perf_counter()
-  state = torch_reader.read_state_dict(path)
+  state = checkpoint.read_state_dict(path)
   assert time.perf_counter() - start < 10
   assert list(state) == list(state_dict)
   assert all(np.array_equal(state[k], v) for k, v in state_dict.items())

@@ -10,7 +10,7 @@ Supported containers:
   * torch's zip format (torch >= 1.6): ``<folder>/data.pkl`` plus raw storage
     records ``<folder>/data/<key>``, stored or deflated.
   * the legacy format (torch < 1.6): five pickles followed by raw storages.
-  * safetensors (`safetensors_reader`): a JSON header followed by one data buffer.
+  * safetensors (`safetensors`): a JSON header followed by one data buffer.
 """
 
 import collections
@@ -28,10 +28,10 @@ from typing import Any, BinaryIO, Callable, NamedTuple
 import ml_dtypes
 import numpy as np
 
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert import safetensors_reader
-from mvitv2_jax.convert import unpickler
-from mvitv2_jax.convert.limits import CheckpointFormatError, describe
+from mvitv2_jax.checkpoint import limits
+from mvitv2_jax.checkpoint import safetensors
+from mvitv2_jax.checkpoint import unpickler
+from mvitv2_jax.checkpoint.limits import CheckpointFormatError, describe
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -73,7 +73,7 @@ _TORCH_DTYPES = {
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 _LEGACY_PROTOCOL = 1001
 # Keys under which training checkpoints keep the model weights, by preference.
-_WRAPPER_KEYS = ("model_state", "state_dict", "model")
+DEFAULT_WRAPPER_KEYS = ("model_state", "state_dict", "model")
 _MAX_NDIM = 32
 _MAX_ELEMENTS = 1 << 56
 # torch writes records uncompressed; recompressed weights inflate about 1.1x.
@@ -462,7 +462,7 @@ def _read(f: BinaryIO, file_size: int, max_bytes: int | None) -> Any:
   elif head.startswith(b"\x80"):
     kind, reader = "legacy container", _read_legacy
   elif head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32:
-    kind, reader = "safetensors file", safetensors_reader.read
+    kind, reader = "safetensors file", safetensors.read
   elif head[257:262] == b"ustar":
     raise CheckpointFormatError(
         "tar-format checkpoints (torch < 0.4) are not supported")
@@ -480,7 +480,7 @@ def _read(f: BinaryIO, file_size: int, max_bytes: int | None) -> Any:
         f"truncated or corrupt {kind} ({type(e).__name__}: {reason})") from e
 
 
-def read_checkpoint(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
+def read(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
   """Reads a whole checkpoint without torch and without running its code.
 
   Args:
@@ -513,14 +513,14 @@ def read_checkpoint(path: str | os.PathLike, *, max_bytes: int | None = None) ->
     raise CheckpointFormatError(f"{path}: {e.strerror or e}") from e
 
 
-def _extract_state_dict(obj: Any) -> dict[str, np.ndarray]:
+def _extract_state_dict(obj: Any, wrapper_keys: tuple[str, ...]) -> dict[str, np.ndarray]:
   """The state dict inside a training checkpoint, or obj if it is one."""
   if not isinstance(obj, dict):
     raise CheckpointFormatError(
         f"top-level object is {describe(obj)}, not a dict")
   state = obj
   if not (obj and all(isinstance(v, np.ndarray) for v in obj.values())):
-    wrapped = [obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)]
+    wrapped = [obj[k] for k in wrapper_keys if isinstance(obj.get(k), dict)]
     state = wrapped[0] if wrapped else obj
   bad = [k for k, v in state.items()
          if not (isinstance(k, str) and isinstance(v, np.ndarray))]
@@ -531,27 +531,29 @@ def _extract_state_dict(obj: Any) -> dict[str, np.ndarray]:
   return dict(state)
 
 
-def read_state_dict(path: str | os.PathLike, *,
-                    max_bytes: int | None = None) -> dict[str, np.ndarray]:
+def read_state_dict(path: str | os.PathLike, *, max_bytes: int | None = None,
+                    wrapper_keys: tuple[str, ...] = DEFAULT_WRAPPER_KEYS
+                    ) -> dict[str, np.ndarray]:
   """Reads the model weights of a checkpoint as a flat name -> array dict.
 
-  Training checkpoints that keep the weights under "model_state" (official
-  MViT .pyth), "state_dict" or "model" are unwrapped; a bare state dict is
-  returned as is.
+  Training checkpoints that keep the weights under one of `wrapper_keys`
+  ("model_state": official MViT .pyth, "state_dict", "model") are unwrapped, the
+  first key present winning; a bare state dict is returned as is.
 
   Args:
     path: a torch zip or legacy checkpoint, or a safetensors file.
-    max_bytes: as for read_checkpoint.
+    max_bytes: as for `read`.
+    wrapper_keys: keys under which a checkpoint may keep its state dict, by preference.
 
   Returns:
     The state dict in the file's key order.
 
   Raises:
-    CheckpointFormatError: as for read_checkpoint, or the state dict holds
+    CheckpointFormatError: as for `read`, or the state dict holds
       entries that are not tensors (named in the message).
   """
-  checkpoint = read_checkpoint(path, max_bytes=max_bytes)
+  checkpoint = read(path, max_bytes=max_bytes)
   try:
-    return _extract_state_dict(checkpoint)
+    return _extract_state_dict(checkpoint, wrapper_keys)
   except CheckpointFormatError as e:
     raise CheckpointFormatError(f"{os.fspath(path)}: {e}") from e
