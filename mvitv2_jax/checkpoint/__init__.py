@@ -7,7 +7,7 @@ in `unpickler`, which calls nothing a file names.
 
 from mvitv2_jax.checkpoint.limits import (MAX_BYTES_ENV, CheckpointFormatError, describe,
                                           max_bytes_setting, open_regular)
-from mvitv2_jax.checkpoint.torch_pickle import DEFAULT_WRAPPER_KEYS, read, read_state_dict
+from mvitv2_jax.checkpoint.reader import DEFAULT_WRAPPER_KEYS, read, read_state_dict
 
 __all__ = [
     'CheckpointFormatError', 'DEFAULT_WRAPPER_KEYS', 'MAX_BYTES_ENV', 'describe',
