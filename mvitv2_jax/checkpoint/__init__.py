@@ -1,8 +1,10 @@
 """Checkpoint files -> plain data and NumPy arrays, without torch and without running code.
 
 Knows no model: `read` gives a file's whole object, `read_state_dict` its flat
-name -> array dict. Every read stays within the memory bounds of `limits`; pickles run
-in `unpickler`, which calls nothing a file names.
+name -> array dict, for torch's zip and legacy files, safetensors, and plain pickles of
+NumPy arrays (detectron2's .pkl), told apart by content (`reader`). Every read stays
+within the memory bounds of `limits`; pickles run in `unpickler`, which calls nothing a
+file names.
 """
 
 from mvitv2_jax.checkpoint.limits import (MAX_BYTES_ENV, CheckpointFormatError, describe,

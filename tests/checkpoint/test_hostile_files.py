@@ -21,6 +21,7 @@ from mvitv2_jax.checkpoint import CheckpointFormatError
 from tests.helpers import golden
 from tests.helpers import hostile_files
 from tests.helpers import limited
+from tests.helpers import pickle_ops
 from tests.helpers import training
 
 # jax and numpy reserve about 0.5 GB of address space; every hostile file asks for more
@@ -121,6 +122,20 @@ def _error(path, **kwargs) -> str:
     ('laughs_persistent_id', 'unexpected persistent id a tuple of 2 items'),
     ('build_on_rebuild', 'pickle sets the state of torch._utils._rebuild_tensor_v2'),
     ('stride0_250M', 'a strided tensor of size \\(250000000,\\) \\(1,000,000,000 bytes copied'),
+    ('pkl_os_system', 'forbidden pickle global os.system'),
+    ('pkl_builtins_eval', 'forbidden pickle global builtins.eval'),
+    ('pkl_numpy_load', 'forbidden pickle global numpy.load'),
+    ('pkl_reconstruct_dtype', '_reconstruct of numpy.dtype, not numpy.ndarray'),
+    ('pkl_shape_1GiB', 'a numpy array of shape \\(268435456,\\) and dtype f4 '
+                       '\\(1,073,741,824 bytes\\) would take more than'),
+    ('pkl_shape_2_62', 'numpy array of shape \\(2147483648, 2147483648\\) is too large'),
+    ('pkl_negative_dim', 'invalid numpy array shape \\(-1, 4\\)'),
+    ('pkl_data_short', 'shape \\(4,\\) and dtype f4 takes 16 bytes; its data has 8'),
+    ('pkl_data_long', 'shape \\(2,\\) and dtype f4 takes 8 bytes; its data has 16'),
+    ('pkl_object_dtype', "numpy dtype 'O8' holds Python objects"),
+    ('pkl_truncated', 'truncated or corrupt pickle \\(UnpicklingError: pickle truncated'),
+    ('pkl_nested_150', 'pickle nests containers more than 100 deep'),
+    ('pkl_nested_200k', "reading the pickle's objects would take more than"),
     ('fifo', 'a FIFO \\(named pipe\\), not a regular file'),
     ('plain_directory', 'a directory, not a regular file'),
 ])
@@ -143,7 +158,7 @@ def test_nesting_deeper_than_the_limit(tmp_path):
 
 
 def test_zip_directory_rules(tmp_path):
-  pkl = hostile_files.PROTO2 + hostile_files.EMPTY_DICT + hostile_files.STOP
+  pkl = pickle_ops.PROTO2 + pickle_ops.EMPTY_DICT + pickle_ops.STOP
   twice = hostile_files.write_zip(tmp_path / 'twice.pth',
                                   [hostile_files.Record('a/data.pkl', pkl)] * 2)
   assert 'lists a record twice' in _error(twice)

@@ -16,7 +16,7 @@ from mvitv2_jax.checkpoint import CheckpointFormatError
 from tests.helpers import golden
 from tests.helpers import training
 from tests.helpers.checkpoint_files import (Storage, Tensor, assert_bitwise_equal, write_legacy,
-                                            write_torch_zip)
+                                            write_safetensors, write_torch_zip)
 from tests.helpers.golden import recipe_state_dict
 
 DATA = golden.DIR
@@ -161,17 +161,41 @@ _NOT_TORCH_ZIP = (
     (lambda: b"", "empty file"),
     (lambda: b"epoch: 299\nmodel_state: none\n" * 10, "not a checkpoint"),
     (lambda: _JPEG, r"not a checkpoint.*\\xff\\xd8\\xff"),
-    (lambda: pickle.dumps({"w": [1.0]}, protocol=2),
-     "without torch's legacy magic number"),
+    (lambda: pickle.dumps({"w": [1.0]}, protocol=1), "not a checkpoint"),
 ], ids=["zip_half", "legacy_half", "legacy_in_pickle", "safetensors_half",
         "safetensors_in_header", "zip_no_directory", "random", "empty", "text",
-        "jpeg", "plain_pickle"])
+        "jpeg", "protocol_1_pickle"])
 def test_unreadable_files(tmp_path, content, pattern):
   path = tmp_path / "broken.pth"
   path.write_bytes(content())
   with pytest.raises(CheckpointFormatError, match=pattern) as info:
     checkpoint.read(path)
   assert str(info.value).startswith(f"{path}: ")
+
+
+def test_a_pickle_without_torch_magic_is_plain_data(tmp_path):
+  # Once read as a legacy container and refused; now a pickle like detectron2's .pkl.
+  path = tmp_path / "plain.pth"
+  path.write_bytes(pickle.dumps({"w": [1.0]}, protocol=2))
+  assert checkpoint.read(path) == {"w": [1.0]}
+  with pytest.raises(CheckpointFormatError, match=r"not tensors \(1\): 'w'"):
+    checkpoint.read_state_dict(path)
+
+
+def test_legacy_magic_in_a_protocol_4_frame(tmp_path, fake_torch):
+  del fake_torch
+  path = tmp_path / "legacy4.pth"
+  write_legacy(path, {"w": Tensor(Storage("FloatStorage", "0", np.ones(2, np.float32)), 0, (2,),
+                                  (1,))}, protocol=4)
+  assert checkpoint.read_state_dict(path)["w"].tolist() == [1.0, 1.0]
+
+
+def test_safetensors_header_that_starts_like_a_pickle(tmp_path):
+  # A header of 0x280 bytes: the file starts with b"\x80\x02", as a protocol-2 pickle does.
+  path = tmp_path / "header640.safetensors"
+  write_safetensors(path, {"w": ("F32", np.array([1.5], np.float32))}, header_bytes=0x280)
+  assert path.read_bytes()[:2] == b"\x80\x02"
+  assert checkpoint.read_state_dict(path)["w"].tolist() == [1.5]
 
 
 def test_zip_without_data_pkl(tmp_path):

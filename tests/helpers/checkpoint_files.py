@@ -65,8 +65,8 @@ class Parameter:
 class TorchPickler(pickle.Pickler):
   """Writes Storage objects as persistent ids, collecting them by key."""
 
-  def __init__(self, file, legacy=False):
-    super().__init__(file, protocol=2)
+  def __init__(self, file, legacy=False, protocol=2):
+    super().__init__(file, protocol=protocol)
     self.legacy = legacy
     self.storages = {}
 
@@ -97,27 +97,27 @@ def write_torch_zip(path, obj, folder="archive", byteorder="little"):
                   _storage_bytes(storage.data, byteorder == "big"))
 
 
-def write_legacy(path, obj, big_endian=False):
-  """Lays out obj as torch < 1.6 saves it."""
+def write_legacy(path, obj, big_endian=False, protocol=2):
+  """Lays out obj as torch < 1.6 saves it (torch.save's pickle_protocol: `protocol`)."""
   order = "big" if big_endian else "little"
   with open(path, "wb") as f:
-    pickle.dump(0x1950a86a20f9469cfc6c, f, protocol=2)
-    pickle.dump(1001, f, protocol=2)
+    pickle.dump(0x1950a86a20f9469cfc6c, f, protocol=protocol)
+    pickle.dump(1001, f, protocol=protocol)
     pickle.dump({"protocol_version": 1001, "little_endian": not big_endian,
                  "type_sizes": {"short": 2, "int": 4, "long": 8}}, f,
-                protocol=2)
-    pickler = TorchPickler(f, legacy=True)
+                protocol=protocol)
+    pickler = TorchPickler(f, legacy=True, protocol=protocol)
     pickler.dump(obj)
     keys = sorted(pickler.storages)
-    pickle.dump(keys, f, protocol=2)
+    pickle.dump(keys, f, protocol=protocol)
     for key in keys:
       data = pickler.storages[key].data
       f.write(data.size.to_bytes(8, order, signed=True))
       f.write(_storage_bytes(data, big_endian))
 
 
-def write_safetensors(path, tensors):
-  """tensors: name -> (safetensors dtype code, array)."""
+def write_safetensors(path, tensors, header_bytes=None):
+  """tensors: name -> (safetensors dtype code, array); the header padded to `header_bytes`."""
   header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
   for name, (code, arr) in tensors.items():
     blob = arr.tobytes()
@@ -126,6 +126,8 @@ def write_safetensors(path, tensors):
     blobs.append(blob)
     offset += len(blob)
   raw = json.dumps(header).encode()
+  if header_bytes is not None:
+    raw = raw.ljust(header_bytes)  # The reference library pads with spaces too.
   with open(path, "wb") as f:
     f.write(len(raw).to_bytes(8, "little") + raw + b"".join(blobs))
 
