@@ -2,9 +2,11 @@
 
 Every file comes from tests/helpers/hostile_files.py, written at test time. The
 subprocess tests run under an address-space limit, so a reader that tries to allocate
-gigabytes fails the test instead of the machine.
+gigabytes fails the test instead of the machine: all the load_params and convert cases in
+one process (`tests/helpers/load_checkpoints.py`) that runs each in a fork of its own.
 """
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +18,6 @@ import numpy as np
 import pytest
 
 from mvitv2_jax import checkpoint
-from mvitv2_jax import convert
 from mvitv2_jax.checkpoint import CheckpointFormatError
 from tests.helpers import golden
 from tests.helpers import hostile_files
@@ -31,6 +32,7 @@ ADDRESS_SPACE_MB = 3000
 PEAK_RSS_MB = 400
 TIMEOUT_S = 120
 _CASES = sorted(hostile_files.CHECKPOINTS) + ['converted_without_metadata']
+_CLI_CASES = ['nested_tuple_200k', 'byteorder_bomb', 'fifo', 'empty_orbax_directory']
 
 
 @pytest.fixture(scope='module')
@@ -52,6 +54,37 @@ def _write(case, directory):
   return hostile_files.CHECKPOINTS[case](sub)
 
 
+@pytest.fixture(scope='module')
+def batch(tmp_path_factory):
+  """(kind, case) -> (limited.Result, path, args): every load and convert case, run at once."""
+  directory = str(tmp_path_factory.mktemp('batch'))
+  plan = {}
+  for case in _CASES:
+    path = _write(case, os.path.join(directory, 'load'))
+    plan['load', case] = path, [path, hostile_files.BUILD_MARKER]
+  for case in _CLI_CASES:
+    path = _write(case, os.path.join(directory, 'convert'))
+    output = os.path.join(directory, 'convert', case, 'out')
+    plan['convert', case] = path, [path, output, '--model', 'mvitv2_t']
+  plan_path, report_path = (os.path.join(directory, name) for name in ('plan.json', 'report'))
+  with open(plan_path, 'w') as f:
+    json.dump([{'name': '/'.join(key), 'kind': key[0], 'args': args}
+               for key, (_, args) in plan.items()], f)
+  run = limited.run(
+      [sys.executable, '-m', 'tests.helpers.load_checkpoints', plan_path, report_path],
+      address_space_mb=ADDRESS_SPACE_MB, timeout=TIMEOUT_S * len(plan),
+      env=training.subprocess_env())
+  assert run.returncode == 0 and not run.timed_out, run.stderr[-2000:]
+  with open(report_path) as f:
+    report = json.load(f)
+  results = {}
+  for key, (path, args) in plan.items():
+    fields = report['/'.join(key)]
+    del fields['own_peak_rss_mb']
+    results[key] = limited.Result(**fields), path, args
+  return results
+
+
 def _assert_one_error_line(result, path):
   assert not result.timed_out, 'hung'
   assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
@@ -64,27 +97,19 @@ def _assert_one_error_line(result, path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('case', _CASES)
-def test_load_params_raises_one_line_error(hostile_dir, case):
-  path = _write(case, hostile_dir)
-  result = limited.run(
-      [sys.executable, '-m', 'tests.helpers.load_checkpoint', path, hostile_files.BUILD_MARKER],
-      address_space_mb=ADDRESS_SPACE_MB, timeout=TIMEOUT_S, env=training.subprocess_env())
+def test_load_params_raises_one_line_error(batch, case):
+  result, path, _ = batch['load', case]
   _assert_one_error_line(result, path)
   kind = result.error_lines[0].split(':')[1].strip()
   assert kind in ('CheckpointFormatError', 'ConversionError'), result.error_lines[0]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('case', ['nested_tuple_200k', 'byteorder_bomb', 'fifo',
-                                  'empty_orbax_directory'])
-def test_convert_cli_fails_cleanly_and_writes_nothing(hostile_dir, case):
-  path = _write(case, hostile_dir)
-  dst = os.path.join(hostile_dir, case, 'out')
-  result = limited.run(
-      [sys.executable, '-m', 'mvitv2_jax.convert', path, dst, '--model', 'mvitv2_t'],
-      address_space_mb=ADDRESS_SPACE_MB, timeout=TIMEOUT_S, env=training.subprocess_env())
+@pytest.mark.parametrize('case', _CLI_CASES)
+def test_convert_cli_fails_cleanly_and_writes_nothing(batch, case):
+  result, path, args = batch['convert', case]
   _assert_one_error_line(result, path)
-  assert not os.path.exists(dst)
+  assert not os.path.exists(args[1])
 
 
 @pytest.mark.slow
