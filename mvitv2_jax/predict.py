@@ -23,9 +23,9 @@ import jax
 import numpy as np
 from PIL import Image
 
+from mvitv2_jax import checkpoint
 from mvitv2_jax import convert
 from mvitv2_jax import models
-from mvitv2_jax.convert import limits
 from mvitv2_jax.data import imagenet
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS.
@@ -84,7 +84,7 @@ def load_image(path: str, image_size: int, crop_pct: float,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
-    with limits.open_regular(path) as f:
+    with checkpoint.open_regular(path) as f:
       nbytes = os.fstat(f.fileno()).st_size
       if nbytes > _FILE_BYTES_PER_PIXEL * max_pixels + _FILE_SLACK_BYTES:
         raise ImageError(f'{nbytes:,} bytes, more than an image of at most {max_pixels:,} '

@@ -1,18 +1,15 @@
 """PyTorch checkpoints of any family -> Flax params, strictly, without torch.
 
-`torch_reader` reads the files without running code from them (its pickles run in
-`unpickler`, safetensors in `safetensors_reader`, all within the bounds of `limits`),
-`engine` maps a state dict onto a model's params by its family's key table, `loader`
-reads files and converted directories for a named variant, `cli` is the
-`mvitv2-convert` command.
+Files are read by `mvitv2_jax.checkpoint`, which never runs code from them; `engine`
+maps a state dict onto a model's params by its family's key table, `loader` reads files
+and converted directories for a named variant, `cli` is the `mvitv2-convert` command.
 """
 
+from mvitv2_jax.checkpoint import CheckpointFormatError, read_state_dict
 from mvitv2_jax.convert.cli import main
 from mvitv2_jax.convert.engine import (ConversionError, convert_state_dict, expected_shapes,
                                        guess_variant, inflate_state_dict, params_to_state_dict)
-from mvitv2_jax.convert.limits import CheckpointFormatError
 from mvitv2_jax.convert.loader import load_params
-from mvitv2_jax.convert.torch_reader import read_state_dict
 
 __all__ = [
     'CheckpointFormatError', 'ConversionError', 'convert_state_dict', 'expected_shapes',

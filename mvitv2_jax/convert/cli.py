@@ -14,7 +14,7 @@ import time
 import jax
 
 from mvitv2_jax import models
-from mvitv2_jax.convert import limits
+from mvitv2_jax import checkpoint
 from mvitv2_jax.convert import loader
 
 
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
       description='Convert a PyTorch checkpoint (official MViT and PySlowFast .pyth, timm '
                   '.pth/.safetensors) to a Flax params checkpoint (orbax).',
       epilog=f'The reader allocates at most twice the tensor bytes a file declares plus 16 MiB, '
-             f'and never more than ${limits.MAX_BYTES_ENV} bytes (default 32 GiB).')
+             f'and never more than ${checkpoint.MAX_BYTES_ENV} bytes (default 32 GiB).')
   parser.add_argument('src', help='PyTorch checkpoint file')
   parser.add_argument('dst', help='output directory (must not exist)')
   parser.add_argument('--model', required=True, choices=models.model_names(), metavar='MODEL',

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mvitv2_jax.convert import limits
+from mvitv2_jax import checkpoint
 from mvitv2_jax.models import registry
 
 Path = tuple[str, ...]
@@ -93,7 +93,7 @@ def expected_shapes(model: nn.Module) -> dict[Path, tuple[int, ...]]:
 
 def _name(key: str) -> str:
   # Keys come from the file: long or unprintable ones are shown bounded, on one line.
-  return key if len(key) <= _MAX_NAME and key.isprintable() else limits.describe(key)
+  return key if len(key) <= _MAX_NAME and key.isprintable() else checkpoint.describe(key)
 
 
 def _listing(title: str, items: list[str]) -> str:

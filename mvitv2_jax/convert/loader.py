@@ -2,8 +2,8 @@
 
 Accepts the original repositories' files (official and PySlowFast `.pyth`, timm `.pth` and
 `.safetensors`, in any layout the variant's family knows) and Flax params checkpoints
-written by the convert CLI. Files are read by `torch_reader`, which never runs code from
-them and needs no torch; the mapping is `engine`'s, driven by the family's key table.
+written by the convert CLI. Files are read by `mvitv2_jax.checkpoint`, which never runs
+code from them and needs no torch; the mapping is `engine`'s, driven by the family's key table.
 """
 
 import os
@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
+from mvitv2_jax import checkpoint
 from mvitv2_jax import models
 from mvitv2_jax.convert import engine
-from mvitv2_jax.convert import torch_reader
 from mvitv2_jax.convert.engine import ConversionError
 
 
@@ -25,7 +25,7 @@ def _read_converted(path: str, model_name: str) -> dict[str, np.ndarray]:
   if not os.path.isdir(item):
     item = path
   if not os.path.isfile(os.path.join(item, '_METADATA')):
-    raise torch_reader.CheckpointFormatError(
+    raise checkpoint.CheckpointFormatError(
         f'{path}: a directory without an orbax _METADATA file; expected a params checkpoint '
         'written by mvitv2-convert or a run\'s best/<step>')
   # Orbax is only needed for converted checkpoints.
@@ -35,12 +35,12 @@ def _read_converted(path: str, model_name: str) -> dict[str, np.ndarray]:
   # Orbax and tensorstore raise these for missing, truncated or malformed files.
   except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
     reason = (str(e).splitlines() or [''])[0][:200]
-    raise torch_reader.CheckpointFormatError(
+    raise checkpoint.CheckpointFormatError(
         f'{path}: cannot restore the params checkpoint ({type(e).__name__}: {reason})') from e
   leaves = traverse_util.flatten_dict(params) if isinstance(params, dict) else None
   if not leaves or not all(isinstance(v, np.ndarray) and all(isinstance(k, str) for k in p)
                            for p, v in leaves.items()):
-    raise torch_reader.CheckpointFormatError(
+    raise checkpoint.CheckpointFormatError(
         f'{path}: the orbax checkpoint does not hold a params tree of arrays')
   return engine.params_to_state_dict(params, model_name)
 
@@ -61,7 +61,7 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
     inflate: the checkpoint is an image model's, to initialise the video model
       `model_name` (see `inflate_state_dict`).
     seed: RNG seed for a fresh head.
-    max_bytes: the file reader's memory cap (see `limits.max_bytes_setting`).
+    max_bytes: the file reader's memory cap (see `checkpoint.max_bytes_setting`).
     **overrides: other fields of the family's config (e.g. `cls_residual_q`).
 
   Returns:
@@ -79,7 +79,7 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
   if os.path.isdir(path):
     state_dict = _read_converted(path, model_name)
   else:
-    state_dict = torch_reader.read_state_dict(path, max_bytes=max_bytes)
+    state_dict = checkpoint.read_state_dict(path, max_bytes=max_bytes)
   try:
     if inflate:
       state_dict = engine.inflate_state_dict(state_dict, model, seed=seed)

@@ -7,11 +7,12 @@ import jax
 import numpy as np
 import pytest
 
+from mvitv2_jax import checkpoint
 from mvitv2_jax import convert
 from mvitv2_jax import models
-from mvitv2_jax.convert import torch_reader
 from mvitv2_jax.models.mvit import rel_pos
 from tests.helpers import golden as golden_data
+from tests.helpers import hostile_files
 from tests.helpers import training
 from tests.helpers import variants
 
@@ -77,7 +78,7 @@ def test_cli_reports_bad_input_and_exits_nonzero(tmp_path):
 
 
 def test_missing_unexpected_and_mismatched_keys_are_named():
-  state_dict = torch_reader.read_state_dict(DATA / 'tiny.pyth')
+  state_dict = checkpoint.read_state_dict(DATA / 'tiny.pyth')
   del state_dict['blocks.1.attn.qkv.bias']
   state_dict['blocks.9.mlp.fc1.weight'] = np.zeros((4, 4), np.float32)
   state_dict['norm.weight'] = np.ones(3, np.float32)
@@ -108,7 +109,7 @@ def test_new_label_set_needs_drop_head():
 
 def test_other_build_size_resizes_rel_pos_tables():
   params = convert.load_params(str(DATA / 'tiny.pyth'), 'mvitv2_t', **dict(TINY, image_size=96))
-  source = torch_reader.read_state_dict(DATA / 'tiny.pyth')['blocks.0.attn.rel_pos_h']
+  source = checkpoint.read_state_dict(DATA / 'tiny.pyth')['blocks.0.attn.rel_pos_h']
   table = params['blocks_0']['attn']['rel_pos_h']
   assert source.shape[0] == 31 and table.shape[0] == 47  # 2 * (64 / 4) - 1 -> 2 * (96 / 4) - 1
   np.testing.assert_allclose(table, rel_pos.resize_table(source, 47))
@@ -118,7 +119,7 @@ def test_other_build_size_resizes_rel_pos_tables():
 
 
 def test_video_style_5d_conv_weights_are_squeezed():
-  state_dict = torch_reader.read_state_dict(DATA / 'tiny.pyth')
+  state_dict = checkpoint.read_state_dict(DATA / 'tiny.pyth')
   state_dict['patch_embed.proj.weight'] = state_dict['patch_embed.proj.weight'][:, :, None]
   params = convert.convert_state_dict(state_dict, models.create_model('mvitv2_t', **TINY))
   err = np.abs(logits(params, 'tiny', **TINY) - golden('tiny', 'logits')).max()
@@ -135,7 +136,7 @@ def test_code_in_a_checkpoint_is_never_run(tmp_path):
   import pickle
   path = tmp_path / 'evil.pth'
   path.write_bytes(pickle.dumps({'model_state': Exploit()}))
-  with pytest.raises(torch_reader.CheckpointFormatError):
+  with pytest.raises(checkpoint.CheckpointFormatError):
     convert.load_params(str(path), 'mvitv2_t')
   assert not marker.exists()
 
@@ -161,3 +162,23 @@ def test_scanned_layout_converts_and_exports_strictly():
   assert list(sorted(exported)) == list(sorted(state_dict))
   for key, value in state_dict.items():
     np.testing.assert_array_equal(exported[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize('case,pattern', [
+    ('plain_directory', 'a directory without an orbax _METADATA file'),
+    ('empty_orbax_directory', 'a directory without an orbax _METADATA file'),
+])
+def test_directories_that_are_not_converted_checkpoints(tmp_path, case, pattern):
+  path = hostile_files.CHECKPOINTS[case](str(tmp_path))
+  with pytest.raises(convert.CheckpointFormatError, match=pattern) as info:
+    convert.load_params(path, 'mvitv2_t')
+  assert str(info.value).startswith(path)
+
+
+def test_conversion_errors_are_one_line_and_name_the_file(tmp_path):
+  path = hostile_files.shared_storage(str(tmp_path), count=3, mib=1, deflated=False)
+  with pytest.raises(convert.ConversionError) as info:
+    convert.load_params(path, 'mvitv2_t')
+  message = str(info.value)
+  assert message.startswith(f'{path}: Checkpoint does not fit') and '\n' not in message
+  assert 'unexpected (3): w0, w1, w2' in message

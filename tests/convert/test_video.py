@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from mvitv2_jax import checkpoint
 from mvitv2_jax import convert
 from mvitv2_jax import models
-from mvitv2_jax.convert import torch_reader
 from tests.helpers import golden
 
 TINY_V2 = ('mvitv2_s_16x4', dict(embed_dim=8, depths=(1, 1, 2, 1), image_size=32,
@@ -43,7 +43,7 @@ def test_other_frame_count_and_size_resize_tables_and_embeddings():
   name, overrides = TINY_V1
   overrides = dict(overrides, num_frames=8, image_size=48)
   params = convert.load_params(_pyth('tiny_v1'), name, **overrides)
-  source = torch_reader.read_state_dict(_pyth('tiny_v1'))
+  source = checkpoint.read_state_dict(_pyth('tiny_v1'))
   assert source['pos_embed_spatial'].shape == (1, 64, 8)  # 8x8 tokens at 32 px.
   assert params['pos_embed_spatial'].shape == (1, 144, 8)  # 12x12 at 48 px.
   assert params['pos_embed_temporal'].shape == (1, 4, 8)  # 8 frames, temporal stride 2.
@@ -65,7 +65,7 @@ def test_video_params_export_to_the_pyslowfast_layout():
   name, overrides = TINY_V2
   params = convert.load_params(_pyth('tiny_v2'), name, **overrides)
   exported = convert.params_to_state_dict(params, name)
-  for key, value in torch_reader.read_state_dict(_pyth('tiny_v2')).items():
+  for key, value in checkpoint.read_state_dict(_pyth('tiny_v2')).items():
     np.testing.assert_array_equal(exported[key], value, err_msg=key)
 
 

@@ -8,34 +8,18 @@ exactly what it claims, including sizes that lie.
 
 import json
 import os
+import pickle
 import struct
 import zlib
 
-# --- Pickle opcodes (protocol 2), assembled by hand ---------------------------------
+import numpy as np
 
-PROTO2 = b'\x80\x02'
-MARK, STOP, TUPLE, EMPTY_TUPLE, REDUCE, BUILD = b'(', b'.', b't', b')', b'R', b'b'
-EMPTY_DICT, SETITEM, SETITEMS, BINPERSID, NEWFALSE = b'}', b's', b'u', b'Q', b'\x89'
+from tests.helpers.pickle_ops import (APPEND, BINPERSID, BUILD, EMPTY_DICT, EMPTY_LIST,
+                                      EMPTY_TUPLE, MARK, NEWFALSE, PROTO2, REDUCE, SETITEM,
+                                      SETITEMS, STOP, TUPLE, call, dict_of, global_ref,
+                                      int_tuple, integer, numpy_array, text)
 
-
-def text(value: str) -> bytes:
-  data = value.encode()
-  return b'X' + struct.pack('<I', len(data)) + data
-
-
-def integer(value: int) -> bytes:
-  if 0 <= value < 2**31:
-    return b'J' + struct.pack('<i', value)
-  data = value.to_bytes((value.bit_length() + 8) // 8, 'little', signed=True)
-  return b'\x8a' + bytes([len(data)]) + data
-
-
-def global_ref(module: str, name: str) -> bytes:
-  return b'c' + f'{module}\n{name}\n'.encode()
-
-
-def int_tuple(values) -> bytes:
-  return MARK + b''.join(integer(v) for v in values) + TUPLE
+# --- torch's pickles, assembled by hand (opcodes: tests/helpers/pickle_ops.py) ---------
 
 
 def storage_ref(key: str = '0', numel: int = 1, storage_type: str = 'FloatStorage') -> bytes:
@@ -261,6 +245,44 @@ def safetensors_deep_json(directory, depth=100_000) -> str:
   return _safetensors(os.path.join(directory, 'deep.safetensors'), header, b'')
 
 
+# --- Pickles of NumPy arrays, as detectron2's .pkl files are --------------------------
+
+
+def _d2_pickle(directory, name: str, weight: bytes) -> str:
+  """{'model': {'w': weight}, '__author__': ...}, `weight` already pickled."""
+  model = dict_of([(text('w'), weight)])
+  pkl = PROTO2 + dict_of([(text('model'), model), (text('__author__'), text('hostile'))]) + STOP
+  path = os.path.join(directory, name)
+  with open(path, 'wb') as f:
+    f.write(pkl)
+  return path
+
+
+def pkl_code(directory, module: str, name: str, argument: str) -> str:
+  """A weight that is module.name(argument): os.system, eval, numpy.load."""
+  return _d2_pickle(directory, f'{module}_{name}.pkl', call(module, name, text(argument)))
+
+
+def pkl_array(directory, name: str, shape, code: str = 'f4', data: bytes = bytes(4),
+              **kwargs) -> str:
+  """A weight that is a NumPy array as NumPy pickles it, declaring what it likes."""
+  return _d2_pickle(directory, name, numpy_array(shape, code, data, **kwargs))
+
+
+def pkl_truncated(directory) -> str:
+  """A detectron2-style pickle written by pickle itself, cut in the middle of its data."""
+  data = pickle.dumps({'model': {'w': np.arange(1000, dtype=np.float32)}}, protocol=2)
+  path = os.path.join(directory, 'truncated.pkl')
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])
+  return path
+
+
+def pkl_nested(directory, depth: int) -> str:
+  """A weight that is a list nested `depth` deep."""
+  return _d2_pickle(directory, f'nested_{depth}.pkl', EMPTY_LIST * depth + APPEND * (depth - 1))
+
+
 def fifo(directory) -> str:
   path = os.path.join(directory, 'fifo.pth')
   os.mkfifo(path)
@@ -303,6 +325,20 @@ CHECKPOINTS = {
     'safetensors_metadata_list': safetensors_metadata_list,
     'safetensors_metadata_value': safetensors_metadata_value,
     'safetensors_deep_json': safetensors_deep_json,
+    'pkl_os_system': lambda d: pkl_code(d, 'os', 'system', 'echo pwned'),
+    'pkl_builtins_eval': lambda d: pkl_code(d, 'builtins', 'eval', '__import__("os")'),
+    'pkl_numpy_load': lambda d: pkl_code(d, 'numpy', 'load', '/etc/passwd'),
+    'pkl_reconstruct_dtype': lambda d: pkl_array(d, 'dtype_class.pkl', (1,),
+                                                 cls=('numpy', 'dtype')),
+    'pkl_shape_1GiB': lambda d: pkl_array(d, 'shape_1GiB.pkl', (1 << 28,)),
+    'pkl_shape_2_62': lambda d: pkl_array(d, 'shape_2_62.pkl', (1 << 31, 1 << 31)),
+    'pkl_negative_dim': lambda d: pkl_array(d, 'negative_dim.pkl', (-1, 4), data=bytes(16)),
+    'pkl_data_short': lambda d: pkl_array(d, 'data_short.pkl', (4,), data=bytes(8)),
+    'pkl_data_long': lambda d: pkl_array(d, 'data_long.pkl', (2,), data=bytes(16)),
+    'pkl_object_dtype': lambda d: pkl_array(d, 'object.pkl', (2,), 'O8', bytes(16)),
+    'pkl_truncated': pkl_truncated,
+    'pkl_nested_150': lambda d: pkl_nested(d, 150),
+    'pkl_nested_200k': lambda d: pkl_nested(d, 200_000),
     'fifo': fifo,
     'plain_directory': plain_directory,
     'empty_orbax_directory': empty_directory,

@@ -8,6 +8,7 @@ MAX_DEPTH. A container cannot change once it sits inside another, so nothing is 
 dict keys are scalars or flat tuples of them, so hashing one is cheap. Globals, calls,
 persistent ids and BUILD go to a `Resolver`: the interpreter invokes nothing a file
 names. Every opcode and every byte of string data is charged to the read's `Budget`.
+Python 2's 8-bit strings decode as `load`'s `encoding` says, as in `pickle.load`.
 
 Malformed pickles raise `pickle.UnpicklingError`; pickles that are well formed but
 outside these rules raise `CheckpointFormatError`.
@@ -19,8 +20,8 @@ import pickletools
 import struct
 from typing import Any, BinaryIO
 
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert.limits import CheckpointFormatError, describe
+from mvitv2_jax.checkpoint import limits
+from mvitv2_jax.checkpoint.limits import CheckpointFormatError, describe
 
 MAX_DEPTH = 100
 # An upper bound of what one opcode allocates: an object, its stack slot, a memo entry
@@ -60,7 +61,8 @@ def check_key(key: Any):
       f'dict key that is {describe(key)}: keys must be strings, numbers or flat tuples')
 
 
-def load(f: BinaryIO, size: int, budget: limits.Budget, resolver: Resolver) -> Any:
+def load(f: BinaryIO, size: int, budget: limits.Budget, resolver: Resolver, *,
+         encoding: str = 'utf-8') -> Any:
   """Runs one pickle from `f`, reading at most `size` bytes, and leaves `f` after it.
 
   Args:
@@ -68,18 +70,21 @@ def load(f: BinaryIO, size: int, budget: limits.Budget, resolver: Resolver) -> A
     size: the most bytes the pickle may take (the rest of its record or file).
     budget: charged for every opcode and for string data before it is read.
     resolver: turns globals, calls, persistent ids and BUILD into values.
+    encoding: how Python 2 `str` (BINSTRING) decodes: 'utf-8' as torch.load does, or
+      'latin-1', which keeps every byte (NumPy's array data among them).
 
   Returns:
     The unpickled object.
   """
-  return _Machine(f, size, budget, resolver).run()
+  return _Machine(f, size, budget, resolver, encoding).run()
 
 
 class _Machine:
   """The interpreter's state for one pickle."""
 
-  def __init__(self, f, size, budget, resolver):
-    self._read = f.read
+  def __init__(self, f, size, budget, resolver, encoding):
+    self._read, self._readinto = f.read, f.readinto
+    self._encoding = encoding
     self._size = self._left = size
     self._budget = budget
     self._resolver = resolver
@@ -269,8 +274,13 @@ class _Machine:
     self._stack.append(self._unpack('>d'))
 
   def _text(self, n: int):
-    # Python 2 pickles carry str as BINSTRING; torch.load decodes those as UTF-8 too.
     self._stack.append(self._data(n).decode('utf-8', 'surrogatepass'))
+
+  def _string(self, n: int):
+    self._stack.append(self._data(n).decode(self._encoding, 'surrogatepass'))
+
+  def _short_binstring(self):
+    self._string(self._take(1)[0])
 
   def _binunicode(self):
     self._text(self._unpack('<I'))
@@ -285,7 +295,7 @@ class _Machine:
     n = self._unpack('<i')
     if n < 0:
       raise self._corrupt('negative string length')
-    self._text(n)
+    self._string(n)
 
   def _bytes(self, n: int):
     self._stack.append(self._data(n))
@@ -298,6 +308,17 @@ class _Machine:
 
   def _binbytes8(self):
     self._bytes(self._unpack('<Q'))
+
+  def _bytearray8(self):
+    n = self._unpack('<Q')
+    if n > self._left:
+      raise self._corrupt(f'pickle truncated: a {n:,}-byte string, {self._left:,} bytes left')
+    self._spend(n)
+    out = bytearray(n)  # Read in place: a bytes copy first would double the peak.
+    if self._readinto(out) != n:
+      raise self._corrupt('pickle truncated')
+    self._left -= n
+    self._stack.append(out)
 
   def _tuple_of(self, items):
     self._stack.append(self._new(tuple(items), items))
@@ -414,7 +435,10 @@ class _Machine:
   def _build(self):
     state = self._pop()
     target = self._top()
-    self._extend(target, (state,), _MUTABLE, 'sets the state of')
+    if type(target) in _SCALARS or id(target) in self._depth:
+      self._extend(target, (state,), _MUTABLE, 'sets the state of')
+    else:  # A resolver's leaf (a token it made): the state is the resolver's to read.
+      self._nest(state)
     self._resolver.build(target, state)
 
 
@@ -429,8 +453,9 @@ _OPS = {
     pickle.BINFLOAT: _Machine._binfloat, pickle.BINUNICODE: _Machine._binunicode,
     pickle.SHORT_BINUNICODE: _Machine._short_binunicode,
     pickle.BINUNICODE8: _Machine._binunicode8, pickle.BINSTRING: _Machine._binstring,
-    pickle.SHORT_BINSTRING: _Machine._short_binunicode, pickle.BINBYTES: _Machine._binbytes,
+    pickle.SHORT_BINSTRING: _Machine._short_binstring, pickle.BINBYTES: _Machine._binbytes,
     pickle.SHORT_BINBYTES: _Machine._short_binbytes, pickle.BINBYTES8: _Machine._binbytes8,
+    pickle.BYTEARRAY8: _Machine._bytearray8,
     pickle.EMPTY_TUPLE: _Machine._empty_tuple, pickle.TUPLE: _Machine._tuple,
     pickle.TUPLE1: _Machine._tuple1, pickle.TUPLE2: _Machine._tuple2,
     pickle.TUPLE3: _Machine._tuple3, pickle.EMPTY_LIST: _Machine._empty_list,

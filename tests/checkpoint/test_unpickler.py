@@ -6,14 +6,15 @@ import pickle
 
 import pytest
 
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert import unpickler
-from mvitv2_jax.convert.limits import CheckpointFormatError
+from mvitv2_jax.checkpoint import limits
+from mvitv2_jax.checkpoint import unpickler
+from mvitv2_jax.checkpoint.limits import CheckpointFormatError
 
 
-def _load(data: bytes, resolver=None):
+def _load(data: bytes, resolver=None, **kwargs):
   budget = limits.Budget(declared=0)
-  return unpickler.load(io.BytesIO(data), len(data), budget, resolver or unpickler.Resolver())
+  return unpickler.load(io.BytesIO(data), len(data), budget, resolver or unpickler.Resolver(),
+                        **kwargs)
 
 
 _shared = [1, 2]
@@ -60,6 +61,41 @@ def test_python2_ordered_dict_and_strings():
   data = (b'\x80\x02ccollections\nOrderedDict\nq\x00]q\x01(]q\x02(U\x01aK\x01e]q\x03'
           b'(U\x01bK\x02ee\x85Rq\x04.')
   assert list(_load(data, Resolver()).items()) == [('a', 1), ('b', 2)]
+
+
+@pytest.mark.parametrize('encoding', ['utf-8', 'latin-1'])
+def test_python2_str_decodes_as_told(encoding):
+  # SHORT_BINSTRING b'caf\xc3\xa9', BINSTRING of 300 bytes: both UTF-8, read either way.
+  data = b'\x80\x02U\x05caf\xc3\xa9T\x2c\x01\x00\x00' + 'é'.encode() * 150 + b'\x86.'
+  got = _load(data, encoding=encoding)
+  assert got == pickle.loads(data, encoding=encoding, errors='surrogatepass')
+  assert got[0] == ('café' if encoding == 'utf-8' else 'caf\xc3\xa9')
+
+
+def test_protocol_5_bytearray():
+  data = pickle.dumps({'buffer': bytearray(b'\x00\xff' * 100)}, protocol=5)
+  got = _load(data)
+  assert type(got['buffer']) is bytearray and got == pickle.loads(data)
+
+
+def test_build_on_a_resolver_token_goes_to_the_resolver():
+  class Token:
+    state = None
+
+  token = Token()
+
+  class Resolver(unpickler.Resolver):
+
+    def find_class(self, module, name):
+      return token
+
+    def build(self, obj, state):
+      assert obj is token
+      obj.state = state
+
+  # GLOBAL x.y, then BUILD {'a': 1} on it.
+  assert _load(b'\x80\x02cx\ny\n}X\x01\x00\x00\x00aK\x01sb.', Resolver()) is token
+  assert token.state == {'a': 1}
 
 
 @pytest.mark.parametrize('data,pattern', [

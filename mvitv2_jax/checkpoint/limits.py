@@ -22,6 +22,12 @@ class CheckpointFormatError(ValueError):
   """The file is not a checkpoint that can be read safely."""
 
 
+class Token:
+  """Base of the mutable stand-ins a reader makes for what a file names; shown by repr."""
+
+  __slots__ = ()
+
+
 def max_bytes_setting(max_bytes: int | None = None) -> int:
   """The cap on what one read may allocate: `max_bytes`, else the environment's, else 32 GiB."""
   if max_bytes is None:
@@ -79,8 +85,8 @@ def describe(value: Any) -> str:
     return f'an integer of {value.bit_length()} bits'
   if value is None or type(value) in (bool, int, float):
     return repr(value)
-  if isinstance(value, tuple) and hasattr(type(value), '_fields'):  # A reader's own token.
-    return repr(value)[:_DESCRIBE_WIDTH]
+  if isinstance(value, Token) or (isinstance(value, tuple) and hasattr(type(value), '_fields')):
+    return repr(value)[:_DESCRIBE_WIDTH]  # A reader's own token.
   if type(value) is tuple or isinstance(value, (list, dict)):
     return f'a {type(value).__name__} of {len(value)} items'
   return f'a {type(value).__name__}'

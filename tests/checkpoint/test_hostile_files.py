@@ -2,9 +2,11 @@
 
 Every file comes from tests/helpers/hostile_files.py, written at test time. The
 subprocess tests run under an address-space limit, so a reader that tries to allocate
-gigabytes fails the test instead of the machine.
+gigabytes fails the test instead of the machine: all the load_params and convert cases in
+one process (`tests/helpers/load_checkpoints.py`) that runs each in a fork of its own.
 """
 
+import json
 import os
 import re
 import shutil
@@ -15,13 +17,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from mvitv2_jax import convert
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert import torch_reader
-from mvitv2_jax.convert.limits import CheckpointFormatError
+from mvitv2_jax import checkpoint
+from mvitv2_jax.checkpoint import CheckpointFormatError
 from tests.helpers import golden
 from tests.helpers import hostile_files
 from tests.helpers import limited
+from tests.helpers import pickle_ops
 from tests.helpers import training
 
 # jax and numpy reserve about 0.5 GB of address space; every hostile file asks for more
@@ -31,6 +32,7 @@ ADDRESS_SPACE_MB = 3000
 PEAK_RSS_MB = 400
 TIMEOUT_S = 120
 _CASES = sorted(hostile_files.CHECKPOINTS) + ['converted_without_metadata']
+_CLI_CASES = ['nested_tuple_200k', 'byteorder_bomb', 'fifo', 'empty_orbax_directory']
 
 
 @pytest.fixture(scope='module')
@@ -52,6 +54,37 @@ def _write(case, directory):
   return hostile_files.CHECKPOINTS[case](sub)
 
 
+@pytest.fixture(scope='module')
+def batch(tmp_path_factory):
+  """(kind, case) -> (limited.Result, path, args): every load and convert case, run at once."""
+  directory = str(tmp_path_factory.mktemp('batch'))
+  plan = {}
+  for case in _CASES:
+    path = _write(case, os.path.join(directory, 'load'))
+    plan['load', case] = path, [path, hostile_files.BUILD_MARKER]
+  for case in _CLI_CASES:
+    path = _write(case, os.path.join(directory, 'convert'))
+    output = os.path.join(directory, 'convert', case, 'out')
+    plan['convert', case] = path, [path, output, '--model', 'mvitv2_t']
+  plan_path, report_path = (os.path.join(directory, name) for name in ('plan.json', 'report'))
+  with open(plan_path, 'w') as f:
+    json.dump([{'name': '/'.join(key), 'kind': key[0], 'args': args}
+               for key, (_, args) in plan.items()], f)
+  run = limited.run(
+      [sys.executable, '-m', 'tests.helpers.load_checkpoints', plan_path, report_path],
+      address_space_mb=ADDRESS_SPACE_MB, timeout=TIMEOUT_S * len(plan),
+      env=training.subprocess_env())
+  assert run.returncode == 0 and not run.timed_out, run.stderr[-2000:]
+  with open(report_path) as f:
+    report = json.load(f)
+  results = {}
+  for key, (path, args) in plan.items():
+    fields = report['/'.join(key)]
+    del fields['own_peak_rss_mb']
+    results[key] = limited.Result(**fields), path, args
+  return results
+
+
 def _assert_one_error_line(result, path):
   assert not result.timed_out, 'hung'
   assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
@@ -64,27 +97,19 @@ def _assert_one_error_line(result, path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('case', _CASES)
-def test_load_params_raises_one_line_error(hostile_dir, case):
-  path = _write(case, hostile_dir)
-  result = limited.run(
-      [sys.executable, '-m', 'tests.helpers.load_checkpoint', path, hostile_files.BUILD_MARKER],
-      address_space_mb=ADDRESS_SPACE_MB, timeout=TIMEOUT_S, env=training.subprocess_env())
+def test_load_params_raises_one_line_error(batch, case):
+  result, path, _ = batch['load', case]
   _assert_one_error_line(result, path)
   kind = result.error_lines[0].split(':')[1].strip()
   assert kind in ('CheckpointFormatError', 'ConversionError'), result.error_lines[0]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('case', ['nested_tuple_200k', 'byteorder_bomb', 'fifo',
-                                  'empty_orbax_directory'])
-def test_convert_cli_fails_cleanly_and_writes_nothing(hostile_dir, case):
-  path = _write(case, hostile_dir)
-  dst = os.path.join(hostile_dir, case, 'out')
-  result = limited.run(
-      [sys.executable, '-m', 'mvitv2_jax.convert', path, dst, '--model', 'mvitv2_t'],
-      address_space_mb=ADDRESS_SPACE_MB, timeout=TIMEOUT_S, env=training.subprocess_env())
+@pytest.mark.parametrize('case', _CLI_CASES)
+def test_convert_cli_fails_cleanly_and_writes_nothing(batch, case):
+  result, path, args = batch['convert', case]
   _assert_one_error_line(result, path)
-  assert not os.path.exists(dst)
+  assert not os.path.exists(args[1])
 
 
 @pytest.mark.slow
@@ -105,7 +130,7 @@ def test_predict_refuses_a_hostile_checkpoint(hostile_dir, tmp_path):
 
 def _error(path, **kwargs) -> str:
   with pytest.raises(CheckpointFormatError) as info:
-    torch_reader.read_checkpoint(path, **kwargs)
+    checkpoint.read(path, **kwargs)
   message = str(info.value)
   assert message.startswith(f'{path}: ') and '\n' not in message
   return message
@@ -122,6 +147,20 @@ def _error(path, **kwargs) -> str:
     ('laughs_persistent_id', 'unexpected persistent id a tuple of 2 items'),
     ('build_on_rebuild', 'pickle sets the state of torch._utils._rebuild_tensor_v2'),
     ('stride0_250M', 'a strided tensor of size \\(250000000,\\) \\(1,000,000,000 bytes copied'),
+    ('pkl_os_system', 'forbidden pickle global os.system'),
+    ('pkl_builtins_eval', 'forbidden pickle global builtins.eval'),
+    ('pkl_numpy_load', 'forbidden pickle global numpy.load'),
+    ('pkl_reconstruct_dtype', '_reconstruct of numpy.dtype, not numpy.ndarray'),
+    ('pkl_shape_1GiB', 'a numpy array of shape \\(268435456,\\) and dtype f4 '
+                       '\\(1,073,741,824 bytes\\) would take more than'),
+    ('pkl_shape_2_62', 'numpy array of shape \\(2147483648, 2147483648\\) is too large'),
+    ('pkl_negative_dim', 'invalid numpy array shape \\(-1, 4\\)'),
+    ('pkl_data_short', 'shape \\(4,\\) and dtype f4 takes 16 bytes; its data has 8'),
+    ('pkl_data_long', 'shape \\(2,\\) and dtype f4 takes 8 bytes; its data has 16'),
+    ('pkl_object_dtype', "numpy dtype 'O8' holds Python objects"),
+    ('pkl_truncated', 'truncated or corrupt pickle \\(UnpicklingError: pickle truncated'),
+    ('pkl_nested_150', 'pickle nests containers more than 100 deep'),
+    ('pkl_nested_200k', "reading the pickle's objects would take more than"),
     ('fifo', 'a FIFO \\(named pipe\\), not a regular file'),
     ('plain_directory', 'a directory, not a regular file'),
 ])
@@ -144,7 +183,7 @@ def test_nesting_deeper_than_the_limit(tmp_path):
 
 
 def test_zip_directory_rules(tmp_path):
-  pkl = hostile_files.PROTO2 + hostile_files.EMPTY_DICT + hostile_files.STOP
+  pkl = pickle_ops.PROTO2 + pickle_ops.EMPTY_DICT + pickle_ops.STOP
   twice = hostile_files.write_zip(tmp_path / 'twice.pth',
                                   [hostile_files.Record('a/data.pkl', pkl)] * 2)
   assert 'lists a record twice' in _error(twice)
@@ -159,16 +198,16 @@ def test_zip_directory_rules(tmp_path):
 def test_cap_and_environment_setting(tmp_path, monkeypatch):
   path = golden.DIR / 'tiny.pyth'
   assert 'the cap' in _error(path, max_bytes=100_000)
-  monkeypatch.setenv(limits.MAX_BYTES_ENV, '100000')
+  monkeypatch.setenv(checkpoint.MAX_BYTES_ENV, '100000')
   assert 'the cap' in _error(path)
-  monkeypatch.setenv(limits.MAX_BYTES_ENV, 'lots')
+  monkeypatch.setenv(checkpoint.MAX_BYTES_ENV, 'lots')
   assert "MVITV2_MAX_CHECKPOINT_BYTES='lots' is not a number of bytes" in _error(path)
-  monkeypatch.delenv(limits.MAX_BYTES_ENV)
-  assert torch_reader.read_checkpoint(path)['epoch'] == 299
+  monkeypatch.delenv(checkpoint.MAX_BYTES_ENV)
+  assert checkpoint.read(path)['epoch'] == 299
 
 
 def test_tensors_over_one_storage_are_views_of_it(tmp_path):
-  state = torch_reader.read_state_dict(hostile_files.shared_storage(str(tmp_path), count=3, mib=1,
+  state = checkpoint.read_state_dict(hostile_files.shared_storage(str(tmp_path), count=3, mib=1,
                                                                     deflated=False))
   first = state['w0']
   assert all(np.shares_memory(first, v) for v in state.values())
@@ -179,26 +218,6 @@ def test_missing_file(tmp_path):
   assert 'No such file or directory' in _error(tmp_path / 'nothing.pth')
 
 
-@pytest.mark.parametrize('case,pattern', [
-    ('plain_directory', 'a directory without an orbax _METADATA file'),
-    ('empty_orbax_directory', 'a directory without an orbax _METADATA file'),
-])
-def test_directories_that_are_not_converted_checkpoints(tmp_path, case, pattern):
-  path = hostile_files.CHECKPOINTS[case](str(tmp_path))
-  with pytest.raises(CheckpointFormatError, match=pattern) as info:
-    convert.load_params(path, 'mvitv2_t')
-  assert str(info.value).startswith(path)
-
-
-def test_conversion_errors_are_one_line_and_name_the_file(tmp_path):
-  path = hostile_files.shared_storage(str(tmp_path), count=3, mib=1, deflated=False)
-  with pytest.raises(convert.ConversionError) as info:
-    convert.load_params(path, 'mvitv2_t')
-  message = str(info.value)
-  assert message.startswith(f'{path}: Checkpoint does not fit') and '\n' not in message
-  assert 'unexpected (3): w0, w1, w2' in message
-
-
 @pytest.mark.slow
 def test_reading_full_size_files_stays_fast(tmp_path):
   torch = pytest.importorskip('torch', reason='writes the file with torch.save')
@@ -207,7 +226,7 @@ def test_reading_full_size_files_stays_fast(tmp_path):
   torch.save({'epoch': 300, 'model_state': {k: torch.from_numpy(v) for k, v in state_dict.items()}},
              path)
   start = time.perf_counter()
-  state = torch_reader.read_state_dict(path)
+  state = checkpoint.read_state_dict(path)
   assert time.perf_counter() - start < 10
   assert list(state) == list(state_dict)
   assert all(np.array_equal(state[k], v) for k, v in state_dict.items())

@@ -8,14 +8,14 @@ the end of the file. Everything read is charged to the file's `limits.Budget`.
 
 import json
 import math
-import sys
 from typing import Any, BinaryIO
 
 import ml_dtypes
 import numpy as np
 
-from mvitv2_jax.convert import limits
-from mvitv2_jax.convert.limits import CheckpointFormatError, describe
+from mvitv2_jax.checkpoint import arrays
+from mvitv2_jax.checkpoint import limits
+from mvitv2_jax.checkpoint.limits import CheckpointFormatError, describe
 
 MAX_HEADER_BYTES = 100_000_000  # The reference library's limit.
 # An upper bound of the Python objects json builds per header byte.
@@ -151,8 +151,5 @@ def read(f: BinaryIO, file_size: int, max_bytes: int | None) -> dict[str, np.nda
     f.seek(data_start + begin)
     if f.readinto(raw) != len(raw):
       raise CheckpointFormatError(f"truncated safetensors file: tensor {describe(name)}")
-    arr = np.frombuffer(raw, dtype)
-    if dtype.itemsize > 1 and sys.byteorder == "big":
-      arr.byteswap(inplace=True)
-    out[name] = arr.reshape(shape)
+    out[name] = arrays.native_order(np.frombuffer(raw, dtype), big_endian=False).reshape(shape)
   return out

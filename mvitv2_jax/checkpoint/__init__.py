@@ -1,0 +1,17 @@
+"""Checkpoint files -> plain data and NumPy arrays, without torch and without running code.
+
+Knows no model: `read` gives a file's whole object, `read_state_dict` its flat
+name -> array dict, for torch's zip and legacy files, safetensors, and plain pickles of
+NumPy arrays (detectron2's .pkl), told apart by content (`reader`). Every read stays
+within the memory bounds of `limits`; pickles run in `unpickler`, which calls nothing a
+file names.
+"""
+
+from mvitv2_jax.checkpoint.limits import (MAX_BYTES_ENV, CheckpointFormatError, describe,
+                                          max_bytes_setting, open_regular)
+from mvitv2_jax.checkpoint.reader import DEFAULT_WRAPPER_KEYS, read, read_state_dict
+
+__all__ = [
+    'CheckpointFormatError', 'DEFAULT_WRAPPER_KEYS', 'MAX_BYTES_ENV', 'describe',
+    'max_bytes_setting', 'open_regular', 'read', 'read_state_dict',
+]
