@@ -51,31 +51,15 @@ from mvitv2_jax import models
 from mvitv2_jax import tasks
 from mvitv2_jax.ops import platform as ops_platform
 from mvitv2_jax.train import evaluation
-from mvitv2_jax.train import memory
 from mvitv2_jax.train import sharding
 from mvitv2_jax.train import validation
 from tools import aot_targets
 from tools import hlo_summary
+from tools import report_rows
 from tools import trainer_programs
 
 GiB = aot_targets.GiB
 PROGRAMS = ('train', 'eval')
-
-# Compile errors whose cause and fix are known: (pattern in the message, fix).
-_KNOWN_FAILURES = (
-    (re.compile(r"Couldn't find output tile sizes"),
-     "XLA's Triton GEMM emitter cannot tile one of the matmuls; compile with "
-     'xla_gpu_enable_triton_gemm=false (the trainer\'s and this tool\'s default on GPUs, '
-     'ops/platform.py COMPILER_OPTIONS), which gives them to cuBLAS.'),
-)
-# libtpu's out-of-memory messages: "Used 20.51G of 15.48G hbm. Exceeded hbm capacity by
-# 5.03G." and "the total memory required for HLO temporaries (26.59G) exceeds available HBM
-# (15.75G)" (then temporaries alone are counted).
-_TPU_OOM = re.compile(
-    r'Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm'
-    r'|temporaries \(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)')
-_UNITS = {'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
-
 
 def _lowerings(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
                ) -> dict[str, tuple[Callable[[], Any], int]]:
@@ -91,42 +75,6 @@ def _lowerings(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
                                       mesh.size).eval_batch_size
   return {'train': (programs.lower_train, config.batch_size),
           'eval': (lambda: programs.lower_eval(eval_batch), eval_batch)}
-
-
-def known_fix(message: str) -> str | None:
-  """The fix for a compile error whose cause is known, else None."""
-  for pattern, fix in _KNOWN_FAILURES:
-    if pattern.search(message):
-      return fix
-  return None
-
-
-def tpu_shortfall_bytes(message: str) -> tuple[int, int] | None:
-  """(bytes used, bytes available) from libtpu's out-of-memory error, else None."""
-  match = _TPU_OOM.search(message)
-  if not match:
-    return None
-  used, used_unit, have, have_unit = [g for g in match.groups() if g is not None]
-  return int(float(used) * _UNITS[used_unit]), int(float(have) * _UNITS[have_unit])
-
-
-def _memory(compiled, chip_bytes: int) -> dict[str, Any]:
-  """Per-chip memory of a compiled program, in GiB, and whether it fits the chip."""
-  m = compiled.memory_analysis()
-  peak = m.peak_memory_in_bytes or memory.required_bytes(compiled)
-  return _fit({
-      'argument_gib': m.argument_size_in_bytes / GiB,
-      'output_gib': m.output_size_in_bytes / GiB,
-      'alias_gib': m.alias_size_in_bytes / GiB,
-      'temp_gib': m.temp_size_in_bytes / GiB,
-      'code_gib': m.generated_code_size_in_bytes / GiB,
-  }, peak, chip_bytes)
-
-
-def _fit(row: dict[str, Any], peak_bytes: int, chip_bytes: int) -> dict[str, Any]:
-  return dict(row, peak_gib=peak_bytes / GiB, chip_gib=chip_bytes / GiB,
-              fits=peak_bytes <= chip_bytes,
-              shortfall_gib=max(peak_bytes - chip_bytes, 0) / GiB)
 
 
 def _compiled_gflops(compiled, batch: int, num_chips: int) -> float | None:
@@ -211,12 +159,12 @@ def report(config: ml_collections.ConfigDict, target_name: str, programs=PROGRAM
       try:
         compiled = lowered.compile(options)
       except Exception as e:  # pylint: disable=broad-except
-        row.update(_failure(str(e), target.chip.memory_bytes),
+        row.update(report_rows.failure(str(e), target.chip.memory_bytes),
                    compile_s=time.perf_counter() - start)
         rows.append(row)
         continue
       row['compile_s'] = time.perf_counter() - start
-      row.update(_memory(compiled, target.chip.memory_bytes))
+      row.update(report_rows.memory_fields(compiled, target.chip.memory_bytes))
       row['status'] = 'ok' if row['fits'] else 'does_not_fit'
       # Gradient accumulation is a loop too: its body computes one micro-batch.
       counted_batch = batch // config.optim.grad_accum_steps if name == 'train' else batch
@@ -291,7 +239,7 @@ def _extrapolate(a, b, t, depths, chip_bytes, model, image_size) -> dict[str, An
       row[key] = line(a[key], b[key])
   for key in _LINEAR_COUNTS:
     row[key] = _extrapolate_counts(a.get(key, {}), b.get(key, {}), line)
-  row.update(_fit({}, int(row['peak_gib'] * GiB), chip_bytes))
+  row.update(report_rows.fit({}, int(row['peak_gib'] * GiB), chip_bytes))
   row['status'] = 'ok' if row['fits'] else 'does_not_fit'
   row.update(_model_gflops(model, image_size, b['program']))
   return row
@@ -330,60 +278,6 @@ def _setting(config, target, model, platform, program, batch) -> dict[str, Any]:
       **_model_gflops(model, config.image_size, program),
       'jax': jax.__version__,
   }
-
-
-def _failure(message: str, chip_bytes: int) -> dict[str, Any]:
-  """A failed compile as report fields: out of memory (with the shortfall) or an error."""
-  lines = message.strip().splitlines() or ['compile failed']
-  # An error raised in Python inside the compiler (a custom partitioner) is a traceback:
-  # its last line says what failed.
-  first = lines[0] if len(lines) == 1 else f'{lines[0]} ... {lines[-1]}'
-  oom = tpu_shortfall_bytes(message)
-  if oom:
-    used, _ = oom
-    # libtpu measures against the HBM it can use, a little under the chip's.
-    return dict(_fit({}, used, chip_bytes), status='does_not_fit', error=first[:500])
-  return {'status': 'error', 'error': first[:500], 'fix': known_fix(message)}
-
-
-def _gib(value) -> str:
-  return '-' if value is None else f'{value:.2f}'
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-  """The report rows as a Markdown table."""
-  header = ('target', 'program', 'model', 'batch/chip', 'remat', 'fsdp', 'scan', 'arg GiB',
-            'temp GiB', 'peak GiB', 'fits', 'GF/img xla / hlo / model', 'all-reduce n / MiB',
-            'all-gather n / MiB', 'reduce-scatter n / MiB', 'attention', 'pooling',
-            'compile s')
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
-  for r in rows:
-    depths = 'x'.join(str(d) for d in r['depths'])
-    if r.get('extrapolated_from'):
-      depths += ', extrapolated'
-    if r['status'] == 'error':
-      cells = [r['target'], r['program'], f"{r['model']} ({depths})", r['batch_per_chip'],
-               r['remat'], r['shard_params'], r['scan_blocks'],
-               f"error: {r['error'][:120]}",
-               *([''] * 9), f"{r['compile_s']:.0f}"]
-      lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
-      if r.get('fix'):
-        lines.append(f"|  | fix: {r['fix']} |" + ' |' * (len(header) - 2))
-      continue
-    fits = 'yes' if r['fits'] else f"**no**, {r['shortfall_gib']:.2f} GiB short"
-    c = r.get('collectives', {})
-    coll = [f"{c[k]['count']} / {c[k]['bytes'] / 2**20:.0f}" if k in c else '-'
-            for k in ('all-reduce', 'all-gather', 'reduce-scatter')]
-    flops = (f"{_gib(r.get('xla_gflops_per_image'))} / {_gib(r.get('hlo_gflops_per_image'))}"
-             f" / {r['model_gflops_per_image']:.2f}")
-    cells = [r['target'], r['program'], f"{r['model']} ({depths})", r['batch_per_chip'],
-             r['remat'], r['shard_params'], r['scan_blocks'],
-             _gib(r.get('argument_gib')),
-             _gib(r.get('temp_gib')), f"{r['peak_gib']:.2f} / {r['chip_gib']:.1f}", fits,
-             flops, *coll, ', '.join(r.get('attention_kernels', ['-'])),
-             ', '.join(r.get('pooling_kernels', ['-'])), f"{r['compile_s']:.0f}"]
-    lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
-  return '\n'.join(lines)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
@@ -440,7 +334,7 @@ def main(argv):
     with open(_JSON_OUT.value, 'a') as f:
       for r in rows:
         f.write(json.dumps(r) + '\n')
-  print(format_table(rows))
+  print(report_rows.format_table(rows))
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import training
 from tools import aot_targets
 from tools import hlo_summary
+from tools import report_rows
 
 # compile_report sets JAX_PLATFORMS on import; the pytest process already runs on the CPU.
 from tools import compile_report  # pylint: disable=g-bad-import-order
@@ -103,24 +104,24 @@ def test_array_bytes_of_tuples_and_tpu_layouts():
 def test_triton_gemm_failure_names_its_fix():
   message = ("INTERNAL: Couldn't find output tile sizes that satisfy the constraints for "
              'bf16[3456,1152]')
-  row = compile_report._failure(message, 80 * 2**30)
+  row = report_rows.failure(message, 80 * 2**30)
   assert row['status'] == 'error' and row['error'].startswith('INTERNAL')
   assert 'xla_gpu_enable_triton_gemm=false' in row['fix']
-  assert compile_report._failure('INTERNAL: something else', 1)['fix'] is None
+  assert report_rows.failure('INTERNAL: something else', 1)['fix'] is None
 
 
 def test_tpu_out_of_memory_is_a_shortfall():
   message = ('RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in '
              'memory space hbm. Used 20.50G of 15.75G hbm. Exceeded hbm capacity by 4.75G.')
-  row = compile_report._failure(message, 16 * 2**30)
+  row = report_rows.failure(message, 16 * 2**30)
   assert row['status'] == 'does_not_fit' and not row['fits']
   assert row['peak_gib'] == pytest.approx(20.5)
   assert row['shortfall_gib'] == pytest.approx(4.5)
-  table = compile_report.format_table([dict(_row(), **row)])
+  table = report_rows.format_table([dict(_row(), **row)])
   assert '**no**, 4.50 GiB short' in table
   message = ('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO '
              'temporaries (26.59G) exceeds available HBM (15.75G).')
-  row = compile_report._failure(message, 16 * 2**30)
+  row = report_rows.failure(message, 16 * 2**30)
   assert row['status'] == 'does_not_fit' and row['peak_gib'] == pytest.approx(26.59)
 
 
