@@ -143,18 +143,26 @@ def variant_config(name: str, **overrides) -> Any:
   return family.config_class(**values)
 
 
-def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, *, pretrained: bool = False,
+                 **overrides) -> nn.Module:
   """Builds a named variant of any family.
 
   Args:
-    name: one of `model_names()`, e.g. 'mvitv2_s'.
-    num_classes: classifier width (default: the variant's).
+    name: one of `model_names()`, e.g. 'mvitv2_s'; with `pretrained`, a released
+      checkpoint's name (`mvitv2_jax.pretrained.names()`, e.g. 'mvitv2_s_16x4.ssv2').
+    num_classes: classifier width (default: the variant's, or the checkpoint's; another
+      width with `pretrained` starts a fresh head).
+    pretrained: download (once) and convert the released weights, and return the model
+      bound to them: `model(images)`, or `module, variables = model.unbind()`.
     **overrides: any field of the family's config, e.g. `image_size=384`,
       `dtype='bfloat16'`, `drop_path_rate=0.1`.
 
   Returns:
-    The Flax module.
+    The Flax module (bound to its params with `pretrained`).
   """
+  if pretrained:
+    from mvitv2_jax import pretrained as weights  # pylint: disable=g-import-not-at-top (cycle)
+    return weights.create_model(name, num_classes=num_classes, **overrides)
   if num_classes is not None:
     overrides['num_classes'] = num_classes
   return family_of(name).module_class(variant_config(name, **overrides))
