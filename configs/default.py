@@ -68,7 +68,7 @@ def get_config():
 
   # Schedule of the run.
   config.mode = 'train'  # 'train' or 'eval'.
-  config.init_from = ''  # Converted (orbax) or PyTorch checkpoint to start from.
+  config.init_from = ''  # Converted (orbax) or PyTorch checkpoint, or pretrained:NAME.
   config.init_drop_head = False  # With init_from: re-initialise the head (new label set).
   config.init_inflate = False  # With init_from: an image checkpoint for a video model.
   config.num_epochs = 300

@@ -1,7 +1,11 @@
-"""Top-k ImageNet predictions for image files with an MViTv2 checkpoint.
+"""Top-k predictions for image files with an MViTv2 checkpoint, by class name.
 
+  mvitv2-predict --pretrained mvitv2_s cat.jpg dog.jpg
   mvitv2-predict --model mvitv2_s --checkpoint ckpt/mvitv2_s cat.jpg dog.jpg
   python -m mvitv2_jax.predict --model mvitv2_s --checkpoint ckpt/mvitv2_s cat.jpg
+
+--pretrained downloads a released checkpoint once (`mvitv2_jax.pretrained`) and takes
+its model, classes, input size and crop from the table; the names are its label set's.
 
 Preprocessing is the evaluation pipeline's (`mvitv2_jax.data.imagenet.eval_transform`),
 the original's transform: resize the shorter side to int(image_size / crop_pct) with
@@ -26,6 +30,7 @@ from PIL import Image
 from mvitv2_jax import checkpoint
 from mvitv2_jax import convert
 from mvitv2_jax import models
+from mvitv2_jax import pretrained
 from mvitv2_jax.data import imagenet
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS.
@@ -139,20 +144,36 @@ def image_classifiers() -> list[str]:
           and len(models.family_of(name).input_shape(models.variant_config(name))) == 3]
 
 
+def _fill_defaults(args: argparse.Namespace, row: pretrained.Checkpoint | None):
+  """Unset options from the checkpoint's table row, else the ImageNet-1K defaults."""
+  if args.num_classes is None:
+    args.num_classes = row.num_classes if row else 1000
+  if args.image_size is None:
+    args.image_size = row.resolution if row else 224
+  if args.crop_pct is None:
+    args.crop_pct = row.preprocessing.crop_pct if row else 0.875
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='mvitv2-predict', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('images', nargs='+', help='image files (JPEG, PNG, GIF, BMP)')
   names = image_classifiers()
-  parser.add_argument('--model', required=True, choices=names, metavar='MODEL',
-                      help=f'one of: {", ".join(names)}')
-  parser.add_argument('--checkpoint', required=True,
+  released = [n for n in pretrained.names() if pretrained.get(n).model in names]
+  parser.add_argument('--model', choices=names, metavar='MODEL',
+                      help=f'one of: {", ".join(names)} (default: the --pretrained one\'s)')
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--checkpoint',
                       help='converted checkpoint directory, or a PyTorch .pyth/.pth/.safetensors')
-  parser.add_argument('--num_classes', '--num-classes', type=_number(int, 1), default=1000)
-  parser.add_argument('--image_size', '--image-size', type=_number(int, 1), default=224)
+  source.add_argument('--pretrained', metavar='NAME',
+                      help=f'a released checkpoint, downloaded once: {", ".join(released)}')
+  parser.add_argument('--num_classes', '--num-classes', type=_number(int, 1),
+                      help='default: the checkpoint\'s, else 1000')
+  parser.add_argument('--image_size', '--image-size', type=_number(int, 1),
+                      help='default: the checkpoint\'s, else 224')
   parser.add_argument('--crop_pct', '--crop-pct', type=_number(float, 0.0, 1.0, low_open=True),
-                      default=0.875,
-                      help='official eval: 0.875 (resize 256, crop 224); timm uses 0.9')
+                      help='default: the checkpoint\'s; official eval: 0.875 (resize 256, '
+                           'crop 224); timm uses 0.9')
   parser.add_argument('--cls_residual_q', '--cls-residual-q', action='store_true',
                       help='cls variants: residual pooling also adds q to the cls token (timm)')
   parser.add_argument('--top_k', '--top-k', type=_number(int, 1), default=5)
@@ -162,6 +183,18 @@ def main(argv=None) -> int:
                            'with more than a quarter of them as resized; at most Pillow\'s '
                            'own limit of twice the default')
   args = parser.parse_args(argv)
+  row = None
+  if args.pretrained:
+    if args.pretrained not in released:
+      parser.error(f'argument --pretrained: {args.pretrained!r} is not a released image '
+                   f'classifier; one of: {", ".join(released)}')
+    row = pretrained.get(args.pretrained)
+    if args.model not in (None, row.model):
+      parser.error(f'argument --model: {args.pretrained} is a {row.model}, not {args.model}')
+    args.model = row.model
+  elif args.model is None:
+    parser.error('the following arguments are required with --checkpoint: --model')
+  _fill_defaults(args, row)
 
   overrides = dict(num_classes=args.num_classes, image_size=args.image_size)
   if args.cls_residual_q:
@@ -182,12 +215,16 @@ def main(argv=None) -> int:
       print(f'error: {path}: {e}', file=sys.stderr)
       return 1
   try:
-    params = convert.load_params(args.checkpoint, args.model, **overrides)
-  except ValueError as e:  # ConversionError, CheckpointFormatError: one line naming the file.
+    if row is not None:
+      params = pretrained.load_pretrained(row.name, **overrides)
+    else:
+      params = convert.load_params(args.checkpoint, args.model, **overrides)
+  # ConversionError, CheckpointFormatError, DownloadError: one line naming the file.
+  except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  names = (imagenet.class_names() if args.num_classes == 1000 else
-           [f'class {i}' for i in range(args.num_classes)])
+  label_set = row.label_set if row is not None else 'imagenet-1k'
+  names = pretrained.labels.names(label_set, args.num_classes)
   forward = jax.jit(lambda p, x: jax.nn.softmax(model.apply({'params': p}, x)))
   for path, image in zip(args.images, images):
     probs = np.asarray(forward(params, image[None]))[0]

@@ -1,6 +1,7 @@
 """The convert command: a PyTorch MViTv2 checkpoint -> a Flax params checkpoint (orbax).
 
   mvitv2-convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
+  mvitv2-convert pretrained:mvitv2_s_16x4.ssv2 ckpt/s16x4_ssv2   # downloaded once; its model
   python -m mvitv2_jax.convert MViTv2_S_in1k.pyth ckpt/mvitv2_s --model mvitv2_s
 
 Bad input exits 1 with one `error:` line on stderr and writes nothing.
@@ -15,6 +16,7 @@ import jax
 
 from mvitv2_jax import models
 from mvitv2_jax import checkpoint
+from mvitv2_jax import pretrained
 from mvitv2_jax.convert import loader
 
 
@@ -35,10 +37,12 @@ def main(argv=None) -> int:
                   '.pth/.safetensors) to a Flax params checkpoint (orbax).',
       epilog=f'The reader allocates at most twice the tensor bytes a file declares plus 16 MiB, '
              f'and never more than ${checkpoint.MAX_BYTES_ENV} bytes (default 32 GiB).')
-  parser.add_argument('src', help='PyTorch checkpoint file')
+  parser.add_argument('src', help='PyTorch checkpoint file, or pretrained:NAME (a released '
+                                  f'checkpoint, downloaded once: {", ".join(pretrained.names())})')
   parser.add_argument('dst', help='output directory (must not exist)')
-  parser.add_argument('--model', required=True, choices=models.model_names(), metavar='MODEL',
-                      help=f'one of: {", ".join(models.model_names())}')
+  parser.add_argument('--model', choices=models.model_names(), metavar='MODEL',
+                      help=f'one of: {", ".join(models.model_names())} (default with '
+                           'pretrained:NAME: its model)')
   parser.add_argument('--num-classes', type=_positive_int, default=None)
   parser.add_argument('--image-size', type=_positive_int, default=None,
                       help='build size of the target model; rel-pos tables are resized to it')
@@ -51,6 +55,17 @@ def main(argv=None) -> int:
                       help='cls variants: residual pooling also adds q to the cls token (timm)')
   args = parser.parse_args(argv)
   overrides = {'cls_residual_q': True} if args.cls_residual_q else {}
+  if args.src.startswith(pretrained.PREFIX):
+    try:
+      row = pretrained.get(args.src)
+    except ValueError as e:
+      parser.error(f'argument src: {e}')
+    args.model = args.model or row.model
+    if args.num_classes is None and not args.drop_head:
+      args.num_classes = row.num_classes
+    overrides = {**row.overrides, **overrides}
+  elif args.model is None:
+    parser.error('the following arguments are required: --model')
   if args.image_size is not None:
     multiple = models.image_size_multiple(models.variant_config(args.model))
     if args.image_size % multiple:
@@ -63,10 +78,11 @@ def main(argv=None) -> int:
   start = time.time()
   print(f'Reading {args.src} and mapping it onto {args.model} ...', flush=True)
   try:
-    params = loader.load_params(args.src, args.model, num_classes=args.num_classes,
+    params = loader.load_params(pretrained.resolve(args.src), args.model, num_classes=args.num_classes,
                                 image_size=args.image_size, drop_head=args.drop_head,
                                 inflate=args.inflate, **overrides)
-  except ValueError as e:  # ConversionError, CheckpointFormatError: one line naming the file.
+  # ConversionError, CheckpointFormatError, DownloadError: one line naming the file.
+  except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(f'Writing {dst} ...', flush=True)

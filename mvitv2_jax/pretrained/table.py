@@ -42,12 +42,13 @@ class Preprocessing:
   """What a model expects of its input, as its original evaluation prepares it.
 
   Attributes:
-    mean: per-channel mean on [0, 1] values, in the model's channel order.
-    std: per-channel std on [0, 1] values.
+    mean: per-channel mean on [0, 1] RGB values.
+    std: per-channel std on [0, 1] RGB values.
     resize: the short side after resizing, before the crop.
     crop: the side of the square crop (the model's input size).
     interpolation: 'bicubic' (PIL's, antialiased) or 'bilinear'.
-    channels: 'RGB', or 'BGR' for models trained on channel-reversed input.
+    channels: 'RGB', or 'BGR' for models trained on channel-reversed input (reversed
+      after normalising, as PySlowFast does).
     views: the test views behind the published accuracy.
     sampling_rate: videos: frames between two sampled frames (None: images, or
       'segments' sampling, one frame from each of `frames` equal segments).

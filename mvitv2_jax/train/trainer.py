@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from mvitv2_jax import convert
+from mvitv2_jax import pretrained
 from mvitv2_jax import tasks
 from mvitv2_jax.ops import platform as ops_platform
 from mvitv2_jax.train import checkpointing
@@ -118,10 +119,11 @@ def _load_init_params(config: ml_collections.ConfigDict, params_shardings: Any) 
   """Params from `config.init_from`, placed in `params_shardings`.
 
   The converter checks every shape against the model and, with
-  `init_drop_head`, initialises a fresh head itself.
+  `init_drop_head`, initialises a fresh head itself. 'pretrained:NAME' is a released
+  checkpoint's original file, downloaded into the cache once.
   """
   loaded = convert.load_params(
-      config.init_from, config.model, num_classes=config.num_classes,
+      pretrained.resolve(config.init_from), config.model, num_classes=config.num_classes,
       image_size=config.image_size, drop_head=config.init_drop_head,
       inflate=config.init_inflate, seed=config.seed, **config.model_overrides.to_dict())
   return jax.device_put(loaded, params_shardings)

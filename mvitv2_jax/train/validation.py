@@ -14,6 +14,7 @@ import ml_collections
 
 from mvitv2_jax import config_fields as fields
 from mvitv2_jax import models
+from mvitv2_jax import pretrained
 from mvitv2_jax import tasks
 from mvitv2_jax.train.errors import ConfigError
 
@@ -119,9 +120,15 @@ def validate(config: ml_collections.ConfigDict):
   for flag in ('init_drop_head', 'init_inflate'):
     if config[flag] and not config.init_from:
       raise ConfigError(f'config.{flag} = True needs config.init_from')
-  if (config.init_from and '://' not in config.init_from
-      and not os.path.exists(config.init_from)):
-    raise ConfigError(f'config.init_from = {config.init_from!r}: no such file or directory')
+  if config.init_from.startswith(pretrained.PREFIX):
+    try:
+      pretrained.get(config.init_from)
+    except ValueError as e:
+      raise ConfigError(f'config.init_from = {config.init_from!r}: {e}') from None
+  elif (config.init_from and '://' not in config.init_from
+        and not os.path.exists(config.init_from)):
+    raise ConfigError(f'config.init_from = {config.init_from!r}: no such file or directory '
+                      f'(or {pretrained.PREFIX}NAME, a released checkpoint)')
   try:
     problem = tasks.for_config(config).check_config(config)
   except (TypeError, ValueError) as e:

@@ -136,3 +136,54 @@ def register_checkpoint(monkeypatch, row):
   """Adds table row `row` (a `pretrained.Checkpoint`) until `monkeypatch` is undone."""
   from mvitv2_jax.pretrained import loading  # pylint: disable=g-import-not-at-top
   monkeypatch.setitem(loading._BY_NAME, row.name, row)  # pylint: disable=protected-access
+
+
+HOST = 'https://dl.fbaipublicfiles.com'
+# The tiny golden checkpoints as released files of test-only variants: (variant fields,
+# file under tests/golden, URL path, classes).
+TINY_IMAGE = dict(golden_file='tiny.pyth', path='/mvit/mvitv2_models/MViTv2_TEST_tiny.pyth')
+TINY_VIDEO = dict(golden_file='video/tiny_v2.pyth',
+                  path='/pyslowfast/model_zoo/mvitv2/pysf_video_models/MViTv2_TEST_tiny_v2.pyth')
+
+
+def tiny_rows():
+  """Table rows of the tiny golden image and video models (variants `mvitv2_test_tiny`,
+  `mvitv2_test_tiny_v2`, registered by `register_tiny`), with the file each serves."""
+  from mvitv2_jax.pretrained import table  # pylint: disable=g-import-not-at-top
+  from tests.helpers import golden  # pylint: disable=g-import-not-at-top
+  image = table.Checkpoint(
+      name='mvitv2_test_tiny', family='mvit', task='classification', model='mvitv2_test_tiny',
+      dataset='recipe weights', label_set='imagenet-1k', num_classes=10, resolution=64,
+      preprocessing=table.Preprocessing(table.IMAGENET_MEAN, table.IMAGENET_STD, resize=73,
+                                        crop=64, interpolation='bicubic'),
+      source='tests/golden', url=HOST + TINY_IMAGE['path'])
+  video = table.Checkpoint(
+      name='mvitv2_test_tiny_v2.k400', family='mvit', task='classification',
+      model='mvitv2_test_tiny_v2', dataset='recipe weights', label_set='kinetics-400',
+      num_classes=10, resolution=32, frames=4,
+      preprocessing=table.Preprocessing(table.KINETICS_MEAN, table.KINETICS_STD, resize=36,
+                                        crop=32, interpolation='bilinear', sampling_rate=4),
+      source='tests/golden', url=HOST + TINY_VIDEO['path'])
+  files = {TINY_IMAGE['path']: (golden.DIR / TINY_IMAGE['golden_file']).read_bytes(),
+           TINY_VIDEO['path']: (golden.DIR / TINY_VIDEO['golden_file']).read_bytes()}
+  return image, video, files
+
+
+def register_tiny(monkeypatch):
+  """Registers the tiny variants and their rows; returns (image row, video row, files)."""
+  from tests.helpers import golden  # pylint: disable=g-import-not-at-top
+  from tests.helpers import variants  # pylint: disable=g-import-not-at-top
+  image, video, files = tiny_rows()
+  variants.register(monkeypatch, 'mvitv2_test_tiny', dict(golden.TINY))
+  base = dict(variants_of('mvitv2_s_16x4'))
+  variants.register(monkeypatch, 'mvitv2_test_tiny_v2', dict(
+      base, embed_dim=8, depths=(1, 1, 2, 1), image_size=32, num_frames=4,
+      kv_stride=(1, 4, 4), num_classes=10))
+  register_checkpoint(monkeypatch, image)
+  register_checkpoint(monkeypatch, video)
+  return image, video, files
+
+
+def variants_of(name: str) -> dict:
+  from mvitv2_jax import models  # pylint: disable=g-import-not-at-top
+  return models.family_of(name).variants[name]
