@@ -20,7 +20,7 @@ def test_dependencies_are_the_runtime_requirements():
 
 def test_console_scripts_resolve_to_mains():
   scripts = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['scripts']
-  assert set(scripts) == {'mvitv2-convert', 'mvitv2-predict'}
+  assert set(scripts) == {'mvitv2-convert', 'mvitv2-predict', 'mvitv2-export'}
   for target in scripts.values():
     module, function = target.split(':')
     assert callable(getattr(importlib.import_module(module), function)), target
