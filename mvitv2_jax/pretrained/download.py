@@ -297,7 +297,8 @@ def _transfer(url: str, part: str, verified_later: bool, show_progress: bool) ->
 
 
 def _declared_total(response, have: int) -> int | None:
-  """The whole file's size as the response declares it (Content-Range or Content-Length)."""
+  """The whole file's size as the response declares it (Content-Range or Content-Length):
+  None if it does not say, -1 for a range other than the one asked for."""
   if response.status == 206:
     match = re.fullmatch(r'bytes (\d+)-\d+/(\d+)', response.headers.get('Content-Range', ''))
     return int(match.group(2)) if match and int(match.group(1)) == have else -1

@@ -139,8 +139,8 @@ def register_checkpoint(monkeypatch, row):
 
 
 HOST = 'https://dl.fbaipublicfiles.com'
-# The tiny golden checkpoints as released files of test-only variants: (variant fields,
-# file under tests/golden, URL path, classes).
+# The tiny golden checkpoints as released files of test-only variants: the file under
+# tests/golden and the URL path it is served at.
 TINY_IMAGE = dict(golden_file='tiny.pyth', path='/mvit/mvitv2_models/MViTv2_TEST_tiny.pyth')
 TINY_VIDEO = dict(golden_file='video/tiny_v2.pyth',
                   path='/pyslowfast/model_zoo/mvitv2/pysf_video_models/MViTv2_TEST_tiny_v2.pyth')
