@@ -1,5 +1,6 @@
 """One pass over the eval split, and the eval batch size a run uses."""
 
+import contextlib
 import logging
 
 import jax
@@ -62,9 +63,11 @@ def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, param
   """
   evaluator = task.evaluator(config)
   batches = 0
-  for batch in sharding.prefetch(data.create_eval_iterator(config), mesh):
-    evaluator.add(eval_fn(params, batch))
-    batches += 1
+  # Closed on every path: its thread must not outlive the pass.
+  with contextlib.closing(sharding.prefetch(data.create_eval_iterator(config), mesh)) as it:
+    for batch in it:
+      evaluator.add(eval_fn(params, batch))
+      batches += 1
   if not batches:
     raise errors.RunError(f'The eval split {config.eval_split!r} gave no batches.')
   return evaluator.result()
