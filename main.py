@@ -35,6 +35,7 @@ import tensorflow as tf
 from mvitv2_jax import convert
 from mvitv2_jax import train
 from mvitv2_jax.data import tfds_access
+from mvitv2_jax.data import unreadable
 from mvitv2_jax.train import errors
 
 # Unknown fields are let through the flag parser so that `train` refuses them with a
@@ -64,7 +65,7 @@ log = logging.getLogger('mvitv2_jax')
 
 # Failures that need no traceback: the message says what to change.
 _USER_ERRORS = (errors.RunError, convert.ConversionError, convert.CheckpointFormatError,
-                tfds_access.DatasetNotPreparedError)
+                tfds_access.DatasetNotPreparedError, unreadable.UnreadableBatchError)
 
 
 def _one_line(e: BaseException) -> str:

@@ -10,9 +10,10 @@ its model, classes, input size and crop from the table; the names are its label 
 Preprocessing is the evaluation pipeline's (`mvitv2_jax.data.imagenet.eval_transform`),
 the original's transform: resize the shorter side to int(image_size / crop_pct) with
 bicubic resampling, center-crop, normalise with the ImageNet mean/std. 16-bit PNGs are
-scaled to 8 bits. Every image is checked and prepared before the checkpoint loads; one
-with more than --max_pixels pixels, or more than a quarter of them once resized, is
-refused from its header.
+scaled to 8 bits; an EXIF orientation is applied first, as PIL's
+`ImageOps.exif_transpose` does (photos from phones are stored sideways). Every image is
+checked and prepared before the checkpoint loads; one with more than --max_pixels
+pixels, or more than a quarter of them once resized, is refused from its header.
 A bad image or checkpoint exits 1 with one `error:` line naming it.
 """
 
@@ -31,6 +32,7 @@ from mvitv2_jax import checkpoint
 from mvitv2_jax import convert
 from mvitv2_jax import models
 from mvitv2_jax import pretrained
+from mvitv2_jax.data import frames_check
 from mvitv2_jax.data import imagenet
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS.
@@ -43,6 +45,17 @@ _RESIZE_COST = 4
 # What a broken file can make Pillow raise while it reads the header and counts frames.
 _HEADER_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, IndexError,
                   TypeError)
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the NumPy equivalent of ImageOps.exif_transpose's transpose.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],                     # FLIP_LEFT_RIGHT
+    3: lambda a: a[::-1, ::-1],                  # ROTATE_180
+    4: lambda a: a[::-1],                        # FLIP_TOP_BOTTOM
+    5: lambda a: a.transpose(1, 0, 2),           # TRANSPOSE
+    6: lambda a: np.rot90(a, -1),                # ROTATE_270 (counter-clockwise)
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # TRANSVERSE
+    8: lambda a: np.rot90(a, 1),                 # ROTATE_90
+}
 
 
 class ImageError(ValueError):
@@ -53,20 +66,26 @@ def _first_line(error: object) -> str:
   return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
-def _read_header(encoded: bytes, max_pixels: int) -> tuple[int, int, int]:
-  """(width, height, frames) from the file's header, without decoding pixels."""
+def _read_header(encoded: bytes, max_pixels: int) -> tuple[int, int, int, int]:
+  """(width, height, frames, EXIF orientation) from the header, without decoding pixels."""
+  if not encoded:
+    raise ImageError('the file is empty (0 bytes)')
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', Image.DecompressionBombWarning)
     try:
       with Image.open(io.BytesIO(encoded)) as image:
         # TensorFlow decodes every frame of a GIF before it keeps the first.
         frames = image.n_frames if image.format == 'GIF' else 1
-        return image.size[0], image.size[1], frames
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        return image.size[0], image.size[1], frames, orientation
     except Image.DecompressionBombError:
       raise ImageError(f'more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, past the limit of '
                        f'{max_pixels:,} (--max_pixels)') from None
+    except Image.UnidentifiedImageError:
+      raise ImageError('not an image: neither JPEG, PNG, GIF, BMP nor WebP') from None
     except _HEADER_ERRORS as e:
-      raise ImageError(f'not a readable image ({_first_line(e)})') from None
+      raise ImageError(f'not a readable image: its header is damaged ({_first_line(e)})'
+                       ) from None
 
 
 def load_image(path: str, image_size: int, crop_pct: float,
@@ -97,7 +116,7 @@ def load_image(path: str, image_size: int, crop_pct: float,
       encoded = f.read()
   except OSError as e:
     raise ImageError(e.strerror or _first_line(e)) from None
-  width, height, frames = _read_header(encoded, max_pixels)
+  width, height, frames, orientation = _read_header(encoded, max_pixels)
   pixels = width * height * frames
   if pixels > max_pixels:
     what = f'{width}x{height}' + (f' x {frames} frames' if frames > 1 else '')
@@ -116,9 +135,11 @@ def load_image(path: str, image_size: int, crop_pct: float,
       image = tf.cast(tf.round(tf.cast(wide, tf.float32) / 257.0), tf.uint8)  # 65535 -> 255.
     else:
       image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
-    return imagenet.eval_transform(image, image_size, crop_pct).numpy()
   except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
-    raise ImageError(f'cannot decode it ({_first_line(e.message)})') from None
+    raise ImageError(f'cannot decode it: {frames_check.describe_decode_error(e)}') from None
+  if orientation in _ORIENT:
+    image = tf.constant(np.ascontiguousarray(_ORIENT[orientation](image.numpy())))
+  return imagenet.eval_transform(image, image_size, crop_pct).numpy()
 
 
 def _number(kind, low, high=None, *, low_open=False):

@@ -1,10 +1,13 @@
 """predict: top-5 ImageNet classes for a JPEG, through a converted checkpoint; bad input."""
 
+import io
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+from PIL import ImageOps
+import tensorflow as tf
 
 from mvitv2_jax import convert
 from mvitv2_jax import predict
@@ -88,16 +91,48 @@ def test_bad_arguments_are_argparse_errors(capsys, flags, message):
   assert message in err and 'Traceback' not in err
 
 
+def _jpeg_bytes(pixels, **save_args):
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, 'JPEG', quality=95, **save_args)
+  return buffer.getvalue()
+
+
 @pytest.mark.parametrize('name,pattern', [
-    ('missing.png', 'No such file or directory'),
-    ('notes.png', 'not a readable image'),
+    ('missing.png', r'^No such file or directory$'),
+    ('notes.png', r'^not an image: neither JPEG, PNG, GIF, BMP nor WebP$'),
+    ('empty.jpg', r'^the file is empty \(0 bytes\)$'),
+    ('truncated.jpg', r'^cannot decode it: the JPEG data is truncated or corrupt$'),
 ])
 def test_unreadable_images_are_one_line_errors(tmp_path, name, pattern):
   path = tmp_path / name
   if name == 'notes.png':
     path.write_text('not an image\n')
+  elif name == 'empty.jpg':
+    path.write_bytes(b'')
+  elif name == 'truncated.jpg':
+    data = _jpeg_bytes(np.random.default_rng(0).integers(0, 256, (64, 48, 3), np.uint8))
+    path.write_bytes(data[:len(data) // 2])
   with pytest.raises(predict.ImageError, match=pattern):
     predict.load_image(str(path), 224, 0.875)
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_exif_orientation_is_applied_as_pil_exif_transpose(tmp_path, orientation):
+  # Smooth and asymmetric: each of the 8 orientations gives another image.
+  y, x = np.mgrid[:48, :64]
+  pixels = np.stack([4 * x, 5 * y, 2 * x + y], -1).clip(0, 255).astype(np.uint8)
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  path = tmp_path / 'photo.jpg'
+  path.write_bytes(_jpeg_bytes(pixels, exif=exif))
+  got = predict.load_image(str(path), 32, 1.0)
+  # PIL's transpose of TensorFlow's decode (PIL's own decode rounds otherwise).
+  decoded = Image.fromarray(tf.io.decode_jpeg(path.read_bytes(), channels=3).numpy())
+  decoded.getexif()[0x0112] = orientation
+  upright = np.asarray(ImageOps.exif_transpose(decoded))
+  assert upright.shape[:2] == ((64, 48) if orientation >= 5 else (48, 64))
+  want = imagenet.eval_transform(tf.constant(upright), 32, 1.0).numpy()
+  np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ stateless seed derived from (that seed, index in the epoch), so the stream is a
 pure function of the config and `start_step` resumes it exactly by skipping
 still-encoded records. Eval: one ordered pass, padded with masked zeros so every
 process yields the same number of batches and each example counts once. A data
-source (`images`, `video`) brings the transform of its records.
+source (`images`, `video`) brings the transform of its records. A record that fails
+to decode never stops either stream (`unreadable`): in training it is replaced by the
+next good example of its batch, in evaluation masked out and counted.
 """
 
 import itertools
@@ -18,6 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mvitv2_jax.data import tfds_access
+from mvitv2_jax.data import unreadable
 
 Batch = dict[str, np.ndarray]
 # (encoded record, its stateless seed int64 [2]) -> augmented example(s).
@@ -72,14 +75,15 @@ def _train_epoch(builder, config, *, epoch: int, skip: int, steps: int,
   split = _process_split(config.train_split, process_index, process_count,
                          drop_remainder=True)
   ds = tfds_access.read(builder, split, encoded_key=encoded_key, shuffle_seed=epoch_seed,
-                        options=_options())
+                        options=_options(), add_tfds_id=True)
   ds = ds.shuffle(config.shuffle_buffer, seed=epoch_seed)
   # Index before skipping so that a record's augmentation seed is the same
   # whether the epoch was started fresh or resumed.
   records_per_batch = local_batch // per_record
   ds = ds.enumerate().take(steps * records_per_batch).skip(skip)
-  ds = ds.map(lambda i, record: transform(record, _example_seed(epoch_seed, i)),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = unreadable.flag_failures(
+      ds, lambda i, record: transform(record, _example_seed(epoch_seed, i)),
+      per_record=per_record)
   if per_record > 1:
     ds = ds.unbatch()
   ds = ds.batch(local_batch, drop_remainder=True)
@@ -123,12 +127,14 @@ def train_batches(config: ml_collections.ConfigDict, start_step: int, process_in
 
   def batches():
     for epoch in itertools.count(first_epoch):
-      skip = first_step * records_per_batch if epoch == first_epoch else 0
-      yield from _train_epoch(
-          builder, config, epoch=epoch, skip=skip, steps=steps_per_epoch,
-          local_batch=local_batch, process_index=process_index,
+      first = first_step if epoch == first_epoch else 0
+      where = lambda k, epoch=epoch, first=first: (
+          f'epoch {epoch}, train step {epoch * steps_per_epoch + first + k + 1}')
+      yield from unreadable.fill_train_batches(_train_epoch(
+          builder, config, epoch=epoch, skip=first * records_per_batch,
+          steps=steps_per_epoch, local_batch=local_batch, process_index=process_index,
           process_count=process_count, transform=transform, encoded_key=encoded_key,
-          per_record=per_record).as_numpy_iterator()
+          per_record=per_record).as_numpy_iterator(), where)
 
   return batches()
 
@@ -153,22 +159,23 @@ def eval_batches(config: ml_collections.ConfigDict, process_index: int, process_
   Returns:
     Batches of `eval_batch_size / process_count` examples plus `mask`; padding
     examples are zeros with mask False, every process yields the same number of
-    batches and each record appears in exactly one batch of one process.
+    batches and each record appears in exactly one batch of one process. A record
+    that fails to decode is masked out too; the iterator's `unreadable` counts them.
   """
   builder = tfds_access.dataset_builder(config)
   local_batch = _local_batch_size(config.eval_batch_size, process_count)
   split = _process_split(config.eval_split, process_index, process_count,
                          drop_remainder=False)
-  ds = tfds_access.read(builder, split, encoded_key=encoded_key, options=_options())
+  ds = tfds_access.read(builder, split, encoded_key=encoded_key, options=_options(),
+                        add_tfds_id=True)
   total = tfds_access.num_examples(config, config.eval_split)
   # Slices differ by at most one example; all processes pad to the largest.
   num_batches = -(-(-(-total // process_count)) // local_batch)
   padded_size = num_batches * local_batch
-  ds = ds.map(lambda ex: {**transform(ex), 'mask': tf.constant(True)},
-              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = unreadable.flag_failures(ds, lambda ex: {**transform(ex), 'mask': tf.constant(True)})
   padding = tf.data.Dataset.from_tensors(
       {**tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec),
-       'mask': tf.constant(False)}).repeat(padded_size)
+       'mask': tf.constant(False), unreadable.OK_KEY: tf.constant(True)}).repeat(padded_size)
   ds = ds.concatenate(padding).take(padded_size)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return ds.as_numpy_iterator()
+  return unreadable.EvalBatches(ds.as_numpy_iterator())

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mvitv2_jax.data import demo_dataset
+from mvitv2_jax.data import prepare
 from mvitv2_jax.data import video_demo
 from mvitv2_jax.data import video_folder
 
@@ -40,14 +41,18 @@ def prepare_instructions(builder: tfds.core.DatasetBuilder) -> str:
     return (
         f'Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
         f'https://image-net.org/download-images (registration needed) into '
-        f'{manual_dir}/, then run: tfds build imagenet2012 --data_dir={root}')
+        f'{manual_dir}/, then run: {prepare.command("imagenet2012", root)}')
   if builder.name == video_folder.MViTv2VideoFrames.name:
     return video_folder.prepare_instructions(builder.builder_config.name, root)
-  return f'Prepare it with: tfds build {builder.name} --data_dir={root}'
+  name = builder.name
+  if builder.builder_config is not None:
+    name = f'{name}/{builder.builder_config.name}'
+  return f'Prepare it with: {prepare.command(name, root)}'
 
 
 def read(builder: tfds.core.DatasetBuilder, split, *, encoded_key: str = 'image',
-         shuffle_seed=None, options: tf.data.Options | None = None) -> tf.data.Dataset:
+         shuffle_seed=None, options: tf.data.Options | None = None,
+         add_tfds_id: bool = False) -> tf.data.Dataset:
   """Records with `encoded_key` left encoded (e.g. image bytes), in a fixed order per seed.
 
   Args:
@@ -56,6 +61,7 @@ def read(builder: tfds.core.DatasetBuilder, split, *, encoded_key: str = 'image'
     encoded_key: the feature read undecoded.
     shuffle_seed: the file order's seed; None reads the files in order.
     options: tf.data options of the read.
+    add_tfds_id: add each record's TFDS id as `tfds_id` (to name it in messages).
 
   Returns:
     The records of `split`.
@@ -63,7 +69,8 @@ def read(builder: tfds.core.DatasetBuilder, split, *, encoded_key: str = 'image'
   Raises:
     DatasetNotPreparedError: the dataset is not prepared; says how to do it.
   """
-  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options)
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options,
+                                add_tfds_id=add_tfds_id)
   try:
     return builder.as_dataset(
         split=split, shuffle_files=shuffle_seed is not None,

@@ -190,5 +190,7 @@ class Classification(base.Task):
     return f'acc {means["accuracy"]:.3f}'
 
   def format_eval(self, results: Mapping[str, float]) -> str:
+    unreadable = results.get('unreadable', 0)
     return (f'loss {results["loss"]:.4f}  top-1 {results["top1"]:.4f}  top-5 '
-            f'{results["top5"]:.4f} ({results["count"]:.0f} images)')
+            f'{results["top5"]:.4f} ({results["count"]:.0f} images'
+            + (f', {unreadable:.0f} unreadable left out)' if unreadable else ')'))

@@ -1,9 +1,12 @@
 """One pass over the eval split, and the eval batch size a run uses."""
 
+import contextlib
 import logging
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 
 from mvitv2_jax import tasks
 from mvitv2_jax.train import errors
@@ -58,13 +61,23 @@ def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, param
     data: the data source.
 
   Returns:
-    The task's metrics, with `count`.
+    The task's metrics, with `count`, and `unreadable`: the examples left out because
+    they failed to decode (each named in a warning), over all processes.
   """
   evaluator = task.evaluator(config)
   batches = 0
-  for batch in sharding.prefetch(data.create_eval_iterator(config), mesh):
-    evaluator.add(eval_fn(params, batch))
-    batches += 1
+  source = data.create_eval_iterator(config)
+  # Closed on every path: its thread must not outlive the pass.
+  with contextlib.closing(sharding.prefetch(source, mesh)) as it:
+    for batch in it:
+      evaluator.add(eval_fn(params, batch))
+      batches += 1
   if not batches:
     raise errors.RunError(f'The eval split {config.eval_split!r} gave no batches.')
-  return evaluator.result()
+  unreadable = getattr(source, 'unreadable', 0)
+  if jax.process_count() > 1:
+    unreadable = int(np.sum(multihost_utils.process_allgather(np.int32(unreadable))))
+  if unreadable:
+    log.warning('%d examples of %r failed to decode and are not counted (named above).',
+                unreadable, config.eval_split)
+  return {**evaluator.result(), 'unreadable': float(unreadable)}

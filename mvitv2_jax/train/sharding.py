@@ -113,6 +113,9 @@ def prefetch(batches: Iterable[Any], mesh: jax.sharding.Mesh,
              size: int = 2) -> Iterator[Any]:
   """Moves host batches to devices on a thread, `size` batches ahead.
 
+  Closing the generator (or ending it) stops the thread and waits for it, after closing
+  `batches` there: no thread is left inside JAX or tf.data when the process exits.
+
   Args:
     batches: iterable of host (NumPy) batches.
     mesh: the device mesh.
@@ -123,6 +126,7 @@ def prefetch(batches: Iterable[Any], mesh: jax.sharding.Mesh,
   """
   q = queue.Queue(maxsize=size)
   stop = threading.Event()
+  source = iter(batches)
 
   def put(item) -> bool:
     while not stop.is_set():
@@ -135,12 +139,18 @@ def prefetch(batches: Iterable[Any], mesh: jax.sharding.Mesh,
 
   def produce():
     try:
-      for batch in batches:
-        if not put(host_to_global(batch, mesh)):
+      for batch in source:
+        # Checked before the transfer too: the consumer may be gone.
+        if stop.is_set() or not put(host_to_global(batch, mesh)):
           return
       put(_End())
     except Exception as e:  # pylint: disable=broad-except
       put(e)
+    finally:
+      # Here, not at interpreter exit: the source may hold a tf.data iterator.
+      close = getattr(source, 'close', None)
+      if close is not None:
+        close()
 
   thread = threading.Thread(target=produce, daemon=True)
   thread.start()
@@ -153,5 +163,8 @@ def prefetch(batches: Iterable[Any], mesh: jax.sharding.Mesh,
         raise item
       yield item
   finally:
-    # The consumer may stop early (end of training): let the thread exit.
+    # A daemon thread still inside a JAX call when the interpreter finalizes is ended
+    # by pthread_exit through C++ frames: "terminate called ... FATAL: exception not
+    # rethrown", exit 134. Wait for it; it stops within one batch.
     stop.set()
+    thread.join()

@@ -119,7 +119,7 @@ def test_missing_dataset_stops_both_iterators(tmp_path):
   config = _config(str(tmp_path), dataset='imagenet2012')
   with pytest.raises(tfds_access.DatasetNotPreparedError, match='ILSVRC2012_img_train.tar'):
     images.create_train_iterator(config)
-  with pytest.raises(tfds_access.DatasetNotPreparedError, match='tfds build imagenet2012'):
+  with pytest.raises(tfds_access.DatasetNotPreparedError, match='python -m mvitv2_jax.data.prepare imagenet2012'):
     images.create_eval_iterator(config)
 
 

@@ -45,10 +45,10 @@ def test_missing_imagenet_says_how_to_prepare_it(tmp_path):
   message = str(error.value)
   assert 'ILSVRC2012_img_train.tar' in message and 'ILSVRC2012_img_val.tar' in message
   assert os.path.join(str(tmp_path), 'downloads', 'manual') in message
-  assert f'tfds build imagenet2012 --data_dir={tmp_path}' in message
+  assert f'python -m mvitv2_jax.data.prepare imagenet2012 --data_dir={tmp_path}' in message
 
 
-def test_missing_other_dataset_says_tfds_build(tmp_path):
+def test_missing_other_dataset_says_the_prepare_command(tmp_path):
   config = _config(str(tmp_path), dataset='mnist')
-  with pytest.raises(tfds_access.DatasetNotPreparedError, match='tfds build mnist'):
+  with pytest.raises(tfds_access.DatasetNotPreparedError, match='python -m mvitv2_jax.data.prepare mnist'):
     _read_train(config)

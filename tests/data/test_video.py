@@ -171,9 +171,9 @@ def test_missing_kinetics_says_how_to_prepare_it(tmp_path):
   with pytest.raises(tfds_access.DatasetNotPreparedError) as error:
     video.create_train_iterator(config)
   message = str(error.value)
-  assert 'ffmpeg' in message and 'tfds build mvitv2_jax/data/video_folder.py' in message
+  assert 'ffmpeg' in message and 'python -m mvitv2_jax.data.prepare mvitv2_video_frames/kinetics400' in message
   assert os.path.join(str(tmp_path), 'downloads', 'manual', 'kinetics400') in message
-  with pytest.raises(tfds_access.DatasetNotPreparedError, match='--config=kinetics400'):
+  with pytest.raises(tfds_access.DatasetNotPreparedError, match='mvitv2_video_frames/kinetics400 --data_dir='):
     video.create_eval_iterator(config)
 
 

@@ -154,7 +154,7 @@ def test_init_from_names_a_released_checkpoint(release):
 
 def test_the_pretrained_api_imports_no_tensorflow(tmp_path):
   # The cache already holds the file (placed by hand), so no server is needed.
-  code = textwrap.dedent(f'''
+  code = textwrap.dedent('''
       import sys
       from mvitv2_jax import models
       from mvitv2_jax.pretrained import download
