@@ -2,7 +2,8 @@
 
 The per-variant configs (`configs/mvitv2_{t,s,b,l,h}.py`) import this and override
 what differs. Batch sizes are global. Derived quantities (steps per epoch, the
-learning rate scaled by batch size) are computed in `train.py`, not stored here.
+learning rate scaled by batch size) are computed by the trainer (`main.py` runs
+`mvitv2_jax/train/`: `programs.py` and `optim.py`), not stored here.
 """
 
 import ml_collections

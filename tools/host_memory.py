@@ -6,7 +6,7 @@ thread's arena cannot hold it) and unmaps it on `free`, so every step the kernel
 and zero-fills it anew. With one arena, no `mmap` and no trimming, the block stays
 mapped and later steps reuse it. The settings hold for the whole process, hence
 opt-in: `main.py --reuse_host_memory`, `python -m tools.benchmark --reuse_host_memory`.
-What they save is in docs/performance.md.
+What they save is in docs/kernels.md ("Host memory").
 """
 
 import ctypes

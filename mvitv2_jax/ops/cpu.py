@@ -2,7 +2,7 @@
 
 Every function here exists because of how XLA:CPU in jax 0.10 fuses and lowers the
 portable formulation; `ops` uses them only in programs lowered for the CPU. They are
-measured choices (docs/performance.md), to be re-measured on a jax upgrade.
+measured choices (docs/kernels.md), to be re-measured on a jax upgrade.
 """
 
 import functools
