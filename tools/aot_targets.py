@@ -158,6 +158,7 @@ def devices(target: Target) -> list:
   if importlib.util.find_spec(package) is None:
     raise RuntimeError(f'{target.name} needs {package}: pip install -r requirements-aot.txt')
   if target.chip.platform == 'tpu':
+    _load_tpu_compiler()
     # v4 and v5p chips hold two TensorCores; megacore runs them as one device.
     options = {'chip_config_name': 'megacore'} if target.chip.cores_per_chip > 1 else {}
     topology = topologies.get_topology_desc(
@@ -170,6 +171,22 @@ def devices(target: Target) -> list:
   if len(found) != target.num_chips:
     raise RuntimeError(f'{target.name}: {len(found)} devices, expected {target.num_chips}.')
   return found
+
+
+def _load_tpu_compiler():
+  """libtpu as the PJRT plugin it is on a TPU host, with the callbacks plugins get there.
+
+  A topology made on a host without TPUs loads libtpu without them, and the compiler then
+  lacks the custom partitioning rules (`jax.experimental.custom_partitioning`) the fused
+  attention kernels carry. jax keeps the callbacks in a private list: a tool may reach it.
+  """
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  from jax._src.lib import xla_client  # pylint: disable=g-import-not-at-top
+  if xla_client.pjrt_plugin_loaded('tpu'):
+    return
+  c_api = xla_client.load_pjrt_plugin_dynamically('tpu', xla_bridge.get_tpu_library_path())
+  for callback in xla_bridge._plugin_callbacks:  # pylint: disable=protected-access
+    callback(c_api=c_api)
 
 
 @contextlib.contextmanager

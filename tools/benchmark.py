@@ -70,6 +70,7 @@ def case_config(case: Case, args: argparse.Namespace) -> ml_collections.ConfigDi
   config.batch_size = config.eval_batch_size = case.batch_size
   config.image_size = case.image_size
   config.dtype = case.dtype
+  trainer_programs.apply_overrides(config, args.override)
   overrides = config.model_overrides
   overrides.attention_impl, overrides.pool_impl = case.attention_impl, case.pool_impl
   if args.remat_policy:
@@ -283,6 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help='Cases per attention_impl: auto, einsum and/or dot_product.')
   p.add_argument('--pool_impls', type=csv, default=['auto'],
                  help='Cases per pool_impl: auto, conv and/or slices.')
+  p.add_argument('--override', action='append', default=[],
+                 help='A model option as name=value, e.g. depths=(1,1) (repeatable).')
   p.add_argument('--remat_policy', default='',
                  help="Rematerialise blocks: 'all', or a jax.checkpoint_policies name.")
   p.add_argument('--peak_tflops', type=float, default=None,

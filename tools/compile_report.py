@@ -33,7 +33,6 @@ os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import ast
 import json
 import re
 import sys
@@ -56,6 +55,7 @@ from mvitv2_jax.train import validation
 from tools import aot_targets
 from tools import hlo_summary
 from tools import report_rows
+from tools import sharding_ways
 from tools import trainer_programs
 
 GiB = aot_targets.GiB
@@ -280,19 +280,6 @@ def _setting(config, target, model, platform, program, batch) -> dict[str, Any]:
   }
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
-  """`['depths=(2,6,36,4)', 'remat=True']` into `config.model_overrides` (Python literals)."""
-  with config.unlocked():
-    for item in overrides:
-      name, sep, value = item.partition('=')
-      if not sep or not name:
-        raise ValueError(f'--override {item!r}: expected name=value.')
-      try:
-        config.model_overrides[name] = ast.literal_eval(value)
-      except (ValueError, SyntaxError):
-        config.model_overrides[name] = value  # A bare string, e.g. a policy name.
-
-
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                           lock_config=True)
 _TARGET = flags.DEFINE_string('target', None, 'v4-N, v5e-N, v5p-N, v6e-N, h100xN, h200xN, '
@@ -306,6 +293,9 @@ _XLA_OPTIONS = flags.DEFINE_multi_string(
 _EXTRAPOLATE_FROM = flags.DEFINE_list(
     'extrapolate_from', [], 'Two depths of the deepest stage, e.g. 4,8: compile at those '
     'and extrapolate linearly to the full depth (models too large to compile here).')
+_WAYS = flags.DEFINE_bool(
+    'ways', False, "Instead of the trainer's programs: the model's forward and gradient "
+    'compiled the four ways users shard code (tools/sharding_ways.py).')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Append one JSON line per program here.')
 flags.mark_flags_as_required(['config', 'target'])
 
@@ -318,9 +308,11 @@ def main(argv):
     raise app.UsageError(f'Unknown programs {sorted(unknown)}; expected {PROGRAMS}.')
   config = _CONFIG.value
   try:
-    apply_overrides(config, _OVERRIDES.value)
+    trainer_programs.apply_overrides(config, _OVERRIDES.value)
     options = tuple(_XLA_OPTIONS.value)
-    if _EXTRAPOLATE_FROM.value:
+    if _WAYS.value:
+      rows = sharding_ways.report_ways(config, _TARGET.value)
+    elif _EXTRAPOLATE_FROM.value:
       if len(_EXTRAPOLATE_FROM.value) != 2:
         raise ValueError('--extrapolate_from takes two depths, e.g. 4,8.')
       low, high = (int(d) for d in _EXTRAPOLATE_FROM.value)
@@ -334,7 +326,7 @@ def main(argv):
     with open(_JSON_OUT.value, 'a') as f:
       for r in rows:
         f.write(json.dumps(r) + '\n')
-  print(report_rows.format_table(rows))
+  print((sharding_ways if _WAYS.value else report_rows).format_table(rows))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ _DTYPE_BYTES = {
     'f8e4m3': 1, 'f8e4m3fnuz': 1, 'f8e5m2fnuz': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2,
     's32': 4, 'u32': 4, 'f32': 4, 's64': 8, 'u64': 8, 'f64': 8, 'c64': 8, 'c128': 16,
 }
-_ARRAY = re.compile(r'\b(' + '|'.join(_DTYPE_BYTES) + r')\[([\d,]*)\]')
+ARRAY = re.compile(r'\b(' + '|'.join(_DTYPE_BYTES) + r')\[([\d,]*)\]')
 COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
 # `<name> = <shape> <opcode>(`: the opcode is the word right before the operand list.
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<shape>.*?)\s'
@@ -33,7 +33,7 @@ _ATTENTION_CALLS = (
 def array_bytes(shape: str) -> int:
   """Bytes of every array in an HLO shape string, e.g. `(bf16[8,128]{1,0}, f32[])`."""
   total = 0
-  for dtype, dims in _ARRAY.findall(shape):
+  for dtype, dims in ARRAY.findall(shape):
     count = 1
     for d in dims.split(','):
       if d:
@@ -42,7 +42,7 @@ def array_bytes(shape: str) -> int:
   return int(total)
 
 
-def _instructions(hlo_text: str):
+def instructions(hlo_text: str):
   """(opcode, result shape, line) of every instruction; the metadata is cut off."""
   for line in hlo_text.splitlines():
     # Metadata holds source names and op paths that could look like instructions.
@@ -69,7 +69,7 @@ def summarize(hlo_text: str) -> dict[str, Any]:
   collectives = {op: {'count': 0, 'bytes': 0} for op in COLLECTIVES}
   custom_calls = collections.Counter()
   ops = collections.Counter()
-  for op, shape, line in _instructions(hlo_text):
+  for op, shape, line in instructions(hlo_text):
     base = op[:-len('-done')] if op.endswith('-done') else op
     if base in collectives:
       collectives[base]['count'] += 1

@@ -5,6 +5,7 @@ the variant named), and the schedule's split sizes are ImageNet's without readin
 they fix the schedule's constants, not the programs' shapes.
 """
 
+import ast
 import importlib.util
 import os
 
@@ -28,18 +29,33 @@ class ImageNetSizes:
 
 
 def recipe(variant: str) -> ml_collections.ConfigDict:
-  """The training config of `variant`: configs/<variant>.py, else the defaults for it."""
-  path = os.path.join(_CONFIGS_DIR, f'{variant}.py')
-  if os.path.exists(path):
-    spec = importlib.util.spec_from_file_location(f'configs.{variant}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+  """The training config of `variant`: configs/<variant>.py (a video variant's Kinetics-400
+  one, configs/video/<variant>_k400.py), else the defaults for it."""
+  for path in (os.path.join(_CONFIGS_DIR, f'{variant}.py'),
+               os.path.join(_CONFIGS_DIR, 'video', f'{variant}_k400.py')):
+    if os.path.exists(path):
+      spec = importlib.util.spec_from_file_location('recipe', path)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      return module.get_config()
   config = default.get_config()
   config.model = variant
   cfg = models.variant_config(variant)
   config.num_classes, config.image_size = cfg.num_classes, cfg.image_size
   return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
+  """`['depths=(2,6,36,4)', 'remat=True']` into `config.model_overrides` (Python literals)."""
+  with config.unlocked():
+    for item in overrides:
+      name, sep, value = item.partition('=')
+      if not sep or not name:
+        raise ValueError(f'--override {item!r}: expected name=value.')
+      try:
+        config.model_overrides[name] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        config.model_overrides[name] = value  # A bare string, e.g. a policy name.
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> programs_lib.Programs:

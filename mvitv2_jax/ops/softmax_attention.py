@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvitv2_jax.ops import partitioning
+
 Array = jax.Array
 
 
@@ -140,7 +142,7 @@ def cudnn_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], 
                                 multiple=8)
   kernel = functools.partial(even_length_attention, implementation='cudnn')
   try:
-    out = per_batch_shard(kernel)(q_aug, k_aug, v_pad)
+    out = partitioning.over_batch_and_heads(kernel)(q_aug, k_aug, v_pad)
   except (NotImplementedError, RuntimeError):  # Unsupported head dim, or no cuDNN here.
     return xla_attention(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix)
   return out[..., :v.shape[-1]]
@@ -165,42 +167,33 @@ def even_length_attention(q: Array, k: Array, v: Array, *, implementation: str) 
 _TPU_BLOCK = 128  # The Pallas TPU flash kernel's default block along tokens and lanes.
 
 
+def _pallas_kernel(q_aug: Array, k_aug: Array, v_pad: Array, *, num_q: int, num_k: int,
+                   width_v: int) -> Array:
+  """The Pallas TPU flash kernel on [B, N, heads, D] inputs padded to its blocks.
+
+  Padded keys get their own segment id, so no real query attends to them.
+  """
+  from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash  # pylint: disable=g-import-not-at-top
+  pad_q, pad_k = _round_up(num_q, _TPU_BLOCK) - num_q, _round_up(num_k, _TPU_BLOCK) - num_k
+  rows = lambda x, n: jnp.swapaxes(jnp.pad(x, ((0, 0), (0, n), (0, 0), (0, 0))), 1, 2)
+  batch = q_aug.shape[0]
+  segments = tpu_flash.SegmentIds(
+      q=jnp.broadcast_to(jnp.arange(num_q + pad_q) >= num_q, (batch, num_q + pad_q)),
+      kv=jnp.broadcast_to(jnp.arange(num_k + pad_k) >= num_k, (batch, num_k + pad_k)))
+  out = tpu_flash.flash_attention(
+      rows(q_aug, pad_q), rows(k_aug, pad_k), rows(v_pad, pad_k),
+      segment_ids=jax.tree.map(lambda s: s.astype(jnp.int32), segments), sm_scale=1.0)
+  return jnp.swapaxes(out, 1, 2)[:, :num_q, :, :width_v]
+
+
 def pallas_attention(q: Array, k: Array, v: Array, rel_terms: tuple[Array, ...], *,
                      k_grid: tuple[int, ...], num_prefix: int) -> Array:
   """The Pallas TPU flash-attention kernel on the augmented q, k.
 
-  Head dims are padded to 128 lanes and token counts to 128-row blocks; padded keys get
-  their own segment id, so no real query attends to them.
+  Head dims are padded to 128 lanes and token counts to 128-row blocks.
   """
-  from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash  # pylint: disable=g-import-not-at-top
   q_aug, k_aug, v_pad = augment(q, k, v, rel_terms, k_grid=k_grid, num_prefix=num_prefix,
                                 multiple=_TPU_BLOCK)
-  num_q, num_k = q.shape[1], k.shape[1]
-  pad_q, pad_k = _round_up(num_q, _TPU_BLOCK) - num_q, _round_up(num_k, _TPU_BLOCK) - num_k
-  rows = lambda x, n: jnp.swapaxes(jnp.pad(x, ((0, 0), (0, n), (0, 0), (0, 0))), 1, 2)
-
-  def kernel(q_aug, k_aug, v_pad):
-    batch = q_aug.shape[0]
-    segments = tpu_flash.SegmentIds(
-        q=jnp.broadcast_to(jnp.arange(num_q + pad_q) >= num_q, (batch, num_q + pad_q)),
-        kv=jnp.broadcast_to(jnp.arange(num_k + pad_k) >= num_k, (batch, num_k + pad_k)))
-    out = tpu_flash.flash_attention(
-        rows(q_aug, pad_q), rows(k_aug, pad_k), rows(v_pad, pad_k),
-        segment_ids=jax.tree.map(lambda s: s.astype(jnp.int32), segments), sm_scale=1.0)
-    return jnp.swapaxes(out, 1, 2)[:, :num_q, :, :v.shape[-1]]
-
-  return per_batch_shard(kernel)(q_aug, k_aug, v_pad)
-
-
-def per_batch_shard(kernel):
-  """`kernel(q, k, v)` run on each shard of the batch under a mesh with a 'data' axis.
-
-  XLA cannot partition a Pallas kernel, and cuDNN's partitioning rule fails where FSDP's
-  sharded weights lead XLA to shard the heads axis: per shard, neither has to.
-  """
-  mesh = jax.sharding.get_abstract_mesh()
-  if 'data' not in mesh.axis_names or mesh.shape['data'] == 1:
-    return kernel
-  spec = jax.sharding.PartitionSpec('data')
-  # check_vma=False: the custom calls' outputs carry no varying-axes type to check.
-  return jax.shard_map(kernel, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)
+  kernel = functools.partial(_pallas_kernel, num_q=q.shape[1], num_k=k.shape[1],
+                             width_v=v.shape[-1])
+  return partitioning.over_batch(kernel)(q_aug, k_aug, v_pad)

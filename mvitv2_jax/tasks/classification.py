@@ -17,8 +17,6 @@ import optax
 from mvitv2_jax import config_fields as fields
 from mvitv2_jax import models
 from mvitv2_jax.data import mixup
-from mvitv2_jax.data import images
-from mvitv2_jax.data import video
 from mvitv2_jax.tasks import base
 
 Config = ml_collections.ConfigDict
@@ -131,12 +129,15 @@ class Classification(base.Task):
     return models.create_model(config.model, **self._model_options(config))
 
   def data_source(self, config: Config) -> base.DataSource:
+    # The sources need TensorFlow, the steps do not (tools/device_check.py runs without it).
+    from mvitv2_jax.data import images, video  # pylint: disable=g-import-not-at-top
     return video if 'video' in config else images
 
   def batch_spec(self, config: Config, model: nn.Module, batch_size: int, *,
                  train: bool) -> dict[str, jax.ShapeDtypeStruct]:
     example = models.input_shape(model)
     if not train and 'video' in config:
+      from mvitv2_jax.data import video  # pylint: disable=g-import-not-at-top
       example = (video.num_views(config), *example)
     spec = {'image': jax.ShapeDtypeStruct((batch_size, *example), jnp.float32),
             'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}

@@ -44,7 +44,8 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def fsdp_spec(shape: tuple[int, ...], num_shards: int, stacked: bool = False) -> P:
+def fsdp_spec(shape: tuple[int, ...], num_shards: int, stacked: bool = False,
+              min_size: int = _MIN_SHARDED_SIZE) -> P:
   """Shards the largest axis divisible by `num_shards`; small leaves replicate.
 
   Args:
@@ -52,11 +53,12 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int, stacked: bool = False) ->
     num_shards: size of the 'data' axis.
     stacked: the leaf stacks the blocks of a scanned run on axis 0, which stays whole
       (each scan step reads one row).
+    min_size: leaves of fewer elements replicate.
 
   Returns:
     The leaf's PartitionSpec.
   """
-  if num_shards == 1 or int(np.prod(shape)) < _MIN_SHARDED_SIZE:
+  if num_shards == 1 or int(np.prod(shape)) < min_size:
     return P()
   divisible = [i for i, n in enumerate(shape) if n % num_shards == 0 and not (stacked and i == 0)]
   if not divisible:

@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import training
 from tools import aot_targets
 from tools import hlo_summary
+from tools import trainer_programs
 from tools import report_rows
 
 # compile_report sets JAX_PLATFORMS on import; the pytest process already runs on the CPU.
@@ -158,12 +159,12 @@ def test_overrides_reach_the_model_options():
   from configs import mvitv2_s  # pylint: disable=g-import-not-at-top
   config = mvitv2_s.get_config()
   config.lock()
-  compile_report.apply_overrides(
+  trainer_programs.apply_overrides(
       config, ['depths=(1,2,3,1)', 'remat=True', 'remat_policy=dots_saveable'])
   assert config.model_overrides.to_dict() == {
       'depths': (1, 2, 3, 1), 'remat': True, 'remat_policy': 'dots_saveable'}
   with pytest.raises(ValueError, match='name=value'):
-    compile_report.apply_overrides(config, ['remat'])
+    trainer_programs.apply_overrides(config, ['remat'])
 
 
 def test_batch_sizes_must_divide_over_the_chips():
