@@ -80,17 +80,18 @@ def test_pallas_tpu_kernel_agrees_with_einsum(num_prefix, q_grid, k_grid):
     np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=1e-5)
 
 
-def test_pallas_tpu_kernel_traces_per_shard_under_a_data_mesh():
-  # How the trainer lowers it for a TPU slice: one kernel call per shard of the batch.
+def test_pallas_tpu_kernel_is_one_op_per_batch_shard_with_or_without_a_mesh():
+  # The kernel is wrapped whatever the context: the mesh is read when the program is lowered
+  # (ops/partitioning.py; compiled for a TPU slice in tests/tools/test_sharding_ways.py).
   pytest.importorskip('jax.experimental.pallas.tpu')
   mesh = jax.sharding.AbstractMesh((2,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   q, k, v, terms = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                 _inputs(1, (4, 4), (2, 2)))
   attend = lambda q, k, v, terms: ops.attention(q, k, v, terms, k_grid=(2, 2), num_prefix=1,
                                                 impl='pallas')
+  assert 'per_batch_shard' in str(jax.jit(attend).trace(q, k, v, terms).jaxpr)
   with jax.sharding.use_abstract_mesh(mesh):
-    jaxpr = jax.jit(attend).trace(q, k, v, terms).jaxpr
-  assert 'shard_map' in str(jaxpr)
+    assert 'per_batch_shard' in str(jax.jit(attend).trace(q, k, v, terms).jaxpr)
 
 
 @pytest.mark.parametrize('num_q,num_k', [(7, 5), (6, 5), (7, 4), (6, 4)])
