@@ -45,7 +45,7 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def fsdp_spec(shape: tuple[int, ...], num_shards: int, stacked: bool = False,
-              min_size: int = _MIN_SHARDED_SIZE) -> P:
+              min_size: int | None = None) -> P:
   """Shards the largest axis divisible by `num_shards`; small leaves replicate.
 
   Args:
@@ -53,11 +53,12 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int, stacked: bool = False,
     num_shards: size of the 'data' axis.
     stacked: the leaf stacks the blocks of a scanned run on axis 0, which stays whole
       (each scan step reads one row).
-    min_size: leaves of fewer elements replicate.
+    min_size: leaves of fewer elements replicate (default `_MIN_SHARDED_SIZE`).
 
   Returns:
     The leaf's PartitionSpec.
   """
+  min_size = _MIN_SHARDED_SIZE if min_size is None else min_size
   if num_shards == 1 or int(np.prod(shape)) < min_size:
     return P()
   divisible = [i for i, n in enumerate(shape) if n % num_shards == 0 and not (stacked and i == 0)]

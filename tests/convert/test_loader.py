@@ -114,7 +114,7 @@ def test_other_build_size_resizes_rel_pos_tables():
   assert source.shape[0] == 31 and table.shape[0] == 47  # 2 * (64 / 4) - 1 -> 2 * (96 / 4) - 1
   np.testing.assert_allclose(table, rel_pos.resize_table(source, 47))
   model = models.create_model('mvitv2_t', **dict(TINY, image_size=96))
-  out = model.apply({'params': params}, np.zeros((1, 96, 96, 3), np.float32))
+  out = jax.jit(model.apply)({'params': params}, np.zeros((1, 96, 96, 3), np.float32))
   assert out.shape == (1, 10) and np.isfinite(out).all()
 
 

@@ -54,7 +54,7 @@ def test_other_frame_count_and_size_resize_tables_and_embeddings():
   np.testing.assert_allclose(resized[0, 0], spatial[0, 0], rtol=1e-6)
   model = models.create_model(name, **overrides)
   clips = np.zeros((1, 8, 48, 48, 3), np.float32)
-  assert np.isfinite(model.apply({'params': params}, clips)).all()
+  assert np.isfinite(jax.jit(model.apply)({'params': params}, clips)).all()
 
   name, overrides = TINY_V2
   params = convert.load_params(_pyth('tiny_v2'), name, **dict(overrides, num_frames=8))

@@ -16,12 +16,7 @@ from mvitv2_jax.data import video_demo
 from mvitv2_jax.data import video_folder
 from tests.helpers import training
 
-TINY = 'mvitv2_demo_motion/tiny'  # 40 train, 21 validation videos of 16 frames.
-
-
-@pytest.fixture(scope='module')
-def demo_dir(tmp_path_factory):
-  return training.prepared_tfds(TINY, tmp_path_factory)
+TINY = training.DEMO_MOTION_TINY
 
 
 def _config(data_dir, **overrides):
@@ -112,8 +107,8 @@ def test_demo_classes_differ_only_by_motion():
   assert len(later) == len(videos)  # After a few frames every class is elsewhere.
 
 
-def test_train_batches_shapes_and_repeated_augmentation(demo_dir):
-  config = _config(demo_dir)
+def test_train_batches_shapes_and_repeated_augmentation(demo_motion_tiny_dir):
+  config = _config(demo_motion_tiny_dir)
   batch = next(video.create_train_iterator(config))
   assert batch['image'].shape == (8, 4, 16, 16, 3) and batch['image'].dtype == np.float32
   assert batch['label'].shape == (8,) and batch['label'].dtype == np.int32
@@ -124,14 +119,14 @@ def test_train_batches_shapes_and_repeated_augmentation(demo_dir):
   assert video.num_examples(config, 'validation') == 21
 
 
-def test_train_is_deterministic_and_resumes_exactly_mid_epoch(demo_dir):
+def test_train_is_deterministic_and_resumes_exactly_mid_epoch(demo_motion_tiny_dir):
   # 40 videos / 4 per batch: 10 steps per epoch, so step 12 lies in epoch 1.
-  config = _config(demo_dir)
+  config = _config(demo_motion_tiny_dir)
   stream = video.create_train_iterator(config)
   fresh = [next(stream) for _ in range(13)]
   epoch0 = np.concatenate([b['label'][0::2] for b in fresh[:10]])
   labels = collections.Counter(int(ex['label']) for ex in tfds.builder(
-      TINY, data_dir=demo_dir).as_dataset(split='train'))
+      TINY, data_dir=demo_motion_tiny_dir).as_dataset(split='train'))
   assert collections.Counter(epoch0.tolist()) == labels  # Each video once per epoch.
   for start in (3, 12):
     resumed = next(video.create_train_iterator(config, start_step=start))
@@ -139,16 +134,16 @@ def test_train_is_deterministic_and_resumes_exactly_mid_epoch(demo_dir):
     np.testing.assert_array_equal(resumed['label'], fresh[start]['label'])
 
 
-def test_simulated_processes_get_their_own_videos(demo_dir):
-  config = _config(demo_dir)
+def test_simulated_processes_get_their_own_videos(demo_motion_tiny_dir):
+  config = _config(demo_motion_tiny_dir)
   batches = [next(video._train_batches(config, 0, index, 2)) for index in range(2)]
   assert all(b['image'].shape == (4, 4, 16, 16, 3) for b in batches)
   assert not np.array_equal(batches[0]['image'], batches[1]['image'])
 
 
 @pytest.mark.parametrize('process_count', [1, 2])
-def test_eval_counts_every_video_once_with_all_views(demo_dir, process_count):
-  config = _config(demo_dir)  # 21 videos, batches of 6: the last one padded.
+def test_eval_counts_every_video_once_with_all_views(demo_motion_tiny_dir, process_count):
+  config = _config(demo_motion_tiny_dir)  # 21 videos, batches of 6: the last one padded.
   per_process = [list(video._eval_batches(config, index, process_count))
                  for index in range(process_count)]
   assert len({len(b) for b in per_process}) == 1
@@ -160,7 +155,7 @@ def test_eval_counts_every_video_once_with_all_views(demo_dir, process_count):
   labels = np.concatenate([b['label'] for b in batches])[masks]
   assert masks.sum() == 21
   expected = collections.Counter(int(ex['label']) for ex in tfds.builder(
-      TINY, data_dir=demo_dir).as_dataset(split='validation'))
+      TINY, data_dir=demo_motion_tiny_dir).as_dataset(split='validation'))
   assert collections.Counter(labels.tolist()) == expected
   first = batches[0]['image'][0]
   assert not np.array_equal(first[0], first[1])  # Two clips from different times.

@@ -2,7 +2,11 @@
 
 Usage: python -m tests.helpers.train_subprocess WORKDIR JSON_OVERRIDES [HOLD_AFTER_STEP]
            [--release FILE] [--record DIR]
-           [--coordinator HOST:PORT --num_processes N --process_id I]
+           [--devices N] [--coordinator HOST:PORT --num_processes N --process_id I]
+
+With --devices the process has the pytest process's simulated CPU devices and the run
+uses the first N (it then rounds as an in-process run does); otherwise it uses every
+device of every process.
 
 With HOLD_AFTER_STEP the run prints 'HOLDING <step>' once the checkpoint of that step
 is on disk, then waits until FILE exists (forever without --release): the test kills
@@ -26,6 +30,7 @@ from mvitv2_jax import train
 from mvitv2_jax.train import checkpointing
 from mvitv2_jax.train import errors
 from mvitv2_jax.train import metrics
+from tests.helpers import in_process
 from tests.helpers import synthetic_data
 from tests.helpers import training
 
@@ -61,9 +66,7 @@ class _RecordingWriter:
 
 
 def _save_params(record: str, params):
-  flat = {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
-  np.savez(os.path.join(record, 'params.npz'), **flat)
+  np.savez(os.path.join(record, 'params.npz'), **in_process.flat_params(params))
 
 
 def main() -> int:
@@ -73,11 +76,16 @@ def main() -> int:
   parser.add_argument('hold_after', type=int, nargs='?')
   parser.add_argument('--release')
   parser.add_argument('--record')
+  parser.add_argument('--devices', type=int)
   parser.add_argument('--coordinator')
   parser.add_argument('--num_processes', type=int)
   parser.add_argument('--process_id', type=int)
   parser.add_argument('--heartbeat_timeout', type=int, default=100)
   args = parser.parse_args()
+  devices = None
+  if args.devices:
+    jax.config.update('jax_num_cpu_devices', training.SIMULATED_CPU_DEVICES)
+    devices = jax.devices()[:args.devices]
   if args.coordinator:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                heartbeat_timeout_seconds=args.heartbeat_timeout)
@@ -90,7 +98,7 @@ def main() -> int:
     writer = (lambda _: _RecordingWriter(args.record)) if args.record else metrics.SummaryWriter
     state = train.train_and_evaluate(
         training.tiny_config(**args.overrides), args.workdir, data=synthetic_data,
-        writer=writer)
+        writer=writer, devices=devices)
   except errors.Interrupted as e:
     print(f'INTERRUPTED {e.step}: {e}', flush=True)
     return e.exit_status

@@ -13,6 +13,10 @@ import tensorflow_datasets as tfds
 from configs import default
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# CPU devices of the pytest process and of a trainer subprocess: XLA:CPU rounds
+# differently with another device count, even on one of them.
+SIMULATED_CPU_DEVICES = 8
+DEMO_MOTION_TINY = 'mvitv2_demo_motion/tiny'  # 40 train, 21 validation videos of 16 frames.
 
 
 def tiny_config(**overrides):
@@ -92,23 +96,31 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_train_subprocess(workdir, overrides, *, devices=1, wait=True, hold_after=None,
-                         release=None, record=None, distributed=None):
+def run_train_subprocess(workdir, overrides, *, devices=1, like_pytest=False, wait=True,
+                         hold_after=None, release=None, record=None, distributed=None):
   """Starts `train_subprocess.py`; returns the Popen (or its result).
 
   Args:
     workdir: the run's workdir.
     overrides: dotted config overrides for `tiny_config`.
-    devices: simulated CPU devices of the process.
+    devices: simulated CPU devices the run uses.
+    like_pytest: the process has the pytest process's `SIMULATED_CPU_DEVICES` and runs
+      on the first `devices` of them, so that it rounds as an in-process run does
+      (otherwise it has `devices` and uses them all).
     wait: wait for the exit and return `(returncode, output)`.
     hold_after: hold after saving this step (see train_subprocess.py).
     release: a file whose creation ends the hold.
     record: a directory for the scalars and final params (process 0).
     distributed: `(coordinator 'host:port', num_processes, process_id)`.
   """
-  env = subprocess_env(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env = subprocess_env()
   cmd = [sys.executable, '-m', 'tests.helpers.train_subprocess', str(workdir),
          json.dumps(overrides)] + ([str(hold_after)] if hold_after is not None else [])
+  if like_pytest:
+    cmd += ['--devices', str(devices)]
+  else:
+    env['XLA_FLAGS'] = ' '.join(
+        [env.get('XLA_FLAGS', ''), f'--xla_force_host_platform_device_count={devices}']).strip()
   if release:
     cmd += ['--release', str(release)]
   if record:

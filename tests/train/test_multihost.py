@@ -1,4 +1,4 @@
-"""Two processes on 127.0.0.1 with 2 CPU devices each against one process with 4.
+"""Two processes on 127.0.0.1 with 2 CPU devices each against one process on 4 devices.
 
 Both runs see the same global batches (tests/helpers/synthetic_data.py), so their
 losses and params agree; the two-process run is stopped by SIGTERM on both and
@@ -10,9 +10,11 @@ import os
 import signal
 import time
 
+import jax
 import numpy as np
 import pytest
 
+from tests.helpers import in_process
 from tests.helpers import training
 
 pytestmark = pytest.mark.slow
@@ -41,12 +43,10 @@ def _scalars(record):
 
 @pytest.fixture(scope='module')
 def single_process(tmp_path_factory):
-  """The uninterrupted run on one process with 4 devices: (scalars, params)."""
-  root = tmp_path_factory.mktemp('one_process')
-  code, text = training.run_train_subprocess(root / 'run', RUN, devices=4,
-                                             record=root / 'record')
-  assert code == 0, text
-  return _scalars(root / 'record'), np.load(root / 'record' / 'params.npz')
+  """The uninterrupted run in this process on 4 of its devices: (scalars, params)."""
+  state, scalars = in_process.train_tiny(tmp_path_factory.mktemp('one_process'),
+                                         devices=jax.devices()[:4], **RUN)
+  return scalars, in_process.flat_params(state.params)
 
 
 def test_two_processes_stopped_and_resumed_match_one(single_process, tmp_path):

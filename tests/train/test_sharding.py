@@ -9,6 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from mvitv2_jax.train import sharding
+from tests.helpers import in_process
 from tests.helpers import training
 
 
@@ -21,7 +22,7 @@ def test_fsdp_spec_shards_largest_divisible_axis():
 
 
 def test_prefetch_keeps_order_and_shapes():
-  mesh = sharding.create_mesh()
+  mesh = sharding.create_mesh(in_process.one_device())
   batches = [{'x': np.full((4, 2), i, np.float32)} for i in range(5)]
   out = list(sharding.prefetch(iter(batches), mesh))
   assert [int(b['x'][0, 0]) for b in out] == list(range(5))
@@ -33,7 +34,7 @@ def test_prefetch_reraises_source_errors():
     yield {'x': np.zeros((2,), np.float32)}
     raise RuntimeError('boom')
 
-  it = sharding.prefetch(source(), sharding.create_mesh())
+  it = sharding.prefetch(source(), sharding.create_mesh(in_process.one_device()))
   next(it)
   with pytest.raises(RuntimeError, match='boom'):
     next(it)
@@ -50,7 +51,7 @@ def test_closing_prefetch_ends_its_thread_and_closes_the_source():
       closed.append(threading.current_thread().name)
 
   before = set(threading.enumerate())
-  it = sharding.prefetch(endless(), sharding.create_mesh())
+  it = sharding.prefetch(endless(), sharding.create_mesh(in_process.one_device()))
   next(it)
   it.close()
   assert set(threading.enumerate()) <= before

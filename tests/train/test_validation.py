@@ -3,11 +3,13 @@
 import glob
 import importlib
 import os
+import types
 
 import pytest
 
 from configs import default
 from configs.video import kinetics
+from mvitv2_jax.train import evaluation
 from mvitv2_jax.train import validation
 from mvitv2_jax.train.errors import ConfigError
 from tests.helpers import training
@@ -32,13 +34,32 @@ def test_every_video_field_has_a_rule():
   assert sorted(_flat_names(config)) == validation.field_names(config)
 
 
-@pytest.mark.parametrize('path', sorted(
+SHIPPED_CONFIGS = sorted(
     glob.glob(os.path.join(training.REPO_ROOT, 'configs', '*.py'))
-    + glob.glob(os.path.join(training.REPO_ROOT, 'configs', 'video', '*.py'))))
-def test_shipped_configs_are_valid(path):
+    + glob.glob(os.path.join(training.REPO_ROOT, 'configs', 'video', '*.py')))
+
+
+def _shipped_config(path):
   name = os.path.relpath(path, training.REPO_ROOT)[:-3].replace(os.sep, '.')
-  module = importlib.import_module(name)
-  validation.validate(module.get_config())
+  return importlib.import_module(name).get_config()
+
+
+@pytest.mark.parametrize('path', SHIPPED_CONFIGS)
+def test_shipped_configs_are_valid(path):
+  validation.validate(_shipped_config(path))
+
+
+@pytest.mark.parametrize('path', SHIPPED_CONFIGS)
+@pytest.mark.parametrize('devices', [1, 2, 4, 8, 16])
+def test_shipped_configs_fit_1_to_16_devices(path, devices):
+  # Train batches must split over the devices; eval batches are rounded up to them.
+  config = _shipped_config(path)
+  validation.validate(config)
+  validation.check_batch_sizes(config, devices)
+  large_split = types.SimpleNamespace(num_examples=lambda config, split: 1_000_000)
+  eval_batch = evaluation.eval_config(config, large_split, devices).eval_batch_size
+  assert eval_batch % devices == 0
+  assert config.eval_batch_size <= eval_batch < config.eval_batch_size + devices
 
 
 def test_tiny_test_config_is_valid():

@@ -118,7 +118,8 @@ def test_drop_path_in_train_mode_only(tiny_golden):
   apply = jax.jit(lambda p, x, train, rng: model.apply({'params': p}, x, train=train,
                                                         rngs={'dropout': rng}),
                   static_argnums=2)
-  plain = models.create_model('mvitv2_t', **TINY).apply({'params': params}, images)
+  plain_model = models.create_model('mvitv2_t', **TINY)
+  plain = jax.jit(lambda p, x: plain_model.apply({'params': p}, x))(params, images)
   np.testing.assert_allclose(apply(params, images, False, jax.random.key(0)), plain, atol=1e-5)
   a = apply(params, images, True, jax.random.key(1))
   b = apply(params, images, True, jax.random.key(1))
@@ -132,7 +133,7 @@ def test_remat_gives_the_same_gradients(tiny_golden):
 
   def grads(remat):
     model = models.create_model('mvitv2_t', **TINY, remat=remat)
-    return jax.grad(lambda p: model.apply({'params': p}, images).sum())(params)
+    return jax.jit(jax.grad(lambda p: model.apply({'params': p}, images).sum()))(params)
 
   # Under a mesh, as the trainer runs: the kernels are chosen while tracing (ops.platform).
   with jax.set_mesh(jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))):
@@ -141,8 +142,14 @@ def test_remat_gives_the_same_gradients(tiny_golden):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_init_follows_original():
-  model = models.create_model('mvitv2_s')
+@pytest.mark.parametrize('depths', [
+    # MViTv2-S cut after blocks_3: Flax draws each param from its own path's RNG, so the
+    # leaves checked here are MViTv2-S's own, bit for bit, at a quarter of the compile.
+    (1, 2, 1, 1),
+    pytest.param((1, 2, 11, 2), marks=(pytest.mark.slow, pytest.mark.fullsize)),
+])
+def test_init_follows_original(depths):
+  model = models.create_model('mvitv2_s', depths=depths)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))['params']
   flat = {'/'.join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
   assert abs(flat['blocks_3/attn/qkv/kernel'].std() - 0.02) < 0.001
@@ -157,23 +164,35 @@ def test_init_follows_original():
 
 
 def _logits_and_grads(params, images, **impls):
+  """The logits and the gradient of their squared sum, from one compiled program."""
   model = models.create_model('mvitv2_t', **TINY, **impls)
-  loss = lambda p: (model.apply({'params': p}, images) ** 2).sum()
-  logits = jax.jit(lambda p: model.apply({'params': p}, images))(params)
-  return logits, jax.jit(jax.grad(loss))(params)
+
+  def loss(p):
+    logits = model.apply({'params': p}, images)
+    return (logits ** 2).sum(), logits
+
+  grads, logits = jax.jit(jax.grad(loss, has_aux=True))(params)
+  return logits, grads
+
+
+@pytest.fixture(scope='module')
+def reference_grads(tiny_golden):
+  """The gradient of XLA's plain windowed ops and einsums, shared by every kernel case."""
+  params, images = tiny_golden
+  return _logits_and_grads(params, images, pool_impl='conv', attention_impl='einsum')[1]
 
 
 @pytest.mark.parametrize('pool_impl', ['conv', 'slices'])
 @pytest.mark.parametrize('attention_impl', ['einsum', 'dot_product', 'xla'])
-def test_kernel_impls_agree_with_the_original(pool_impl, attention_impl, tiny_golden):
+def test_kernel_impls_agree_with_the_original(pool_impl, attention_impl, tiny_golden,
+                                              reference_grads):
   # Every formulation gives the original's logits; all share one gradient, that of
   # XLA's plain windowed ops and einsums (pooling skip, conv pooling, attention).
   params, images = tiny_golden
   logits, grads = _logits_and_grads(params, images, pool_impl=pool_impl,
                                     attention_impl=attention_impl)
   np.testing.assert_allclose(logits, golden.load('tiny')['logits'], atol=1e-4)
-  _, want = _logits_and_grads(params, images, pool_impl='conv', attention_impl='einsum')
-  want = traverse_util.flatten_dict(want)
+  want = traverse_util.flatten_dict(reference_grads)
   # fp32 rounding, on the scale of the whole gradient: some leaves are zero up to
   # rounding (e.g. norm_k's bias, to which softmax is invariant).
   atol = 1e-5 * max(np.abs(g).max() for g in want.values())
@@ -185,10 +204,10 @@ def test_kernel_impls_agree_with_the_original(pool_impl, attention_impl, tiny_go
 def test_pooling_ablation_modes(mode, tiny_golden):
   _, images = tiny_golden
   model = models.create_model('mvitv2_t', **TINY, pool_mode=mode)
-  variables = model.init(jax.random.key(0), images)
+  variables = jax.jit(model.init)(jax.random.key(0), images)
   attn = variables['params']['blocks_0']['attn']
   assert 'pool_q' not in attn and 'norm_q' not in attn  # No conv, no norm, as the original.
-  logits = model.apply(variables, images)
+  logits = jax.jit(model.apply)(variables, images)
   assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
 
@@ -221,15 +240,22 @@ SCANNED = dict(embed_dim=8, depths=(2, 3, 3, 1), image_size=32, num_classes=10,
                drop_path_rate=0.2)
 
 
+@pytest.fixture(scope='module')
+def scanned_case():
+  """(images, params) of the unscanned SCANNED model; remat does not change its params."""
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  plain = models.create_model('mvitv2_t', **SCANNED)
+  return images, jax.jit(plain.init)(jax.random.key(0), images)['params']
+
+
 @pytest.mark.parametrize('remat,remat_policy', [
     (False, ''), (True, ''), (True, 'dots_with_no_batch_dims_saveable')])  # The L/H configs'.
-def test_scanned_blocks_compute_the_same_model(remat, remat_policy):
+def test_scanned_blocks_compute_the_same_model(remat, remat_policy, scanned_case):
   from mvitv2_jax.models.mvit import stacking  # pylint: disable=g-import-not-at-top
   remat = dict(remat=remat, remat_policy=remat_policy)
   plain = models.create_model('mvitv2_t', **SCANNED, **remat)
   scanned = models.create_model('mvitv2_t', **SCANNED, **remat, scan_blocks=True)
-  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  params = plain.init(jax.random.key(0), images)['params']
+  images, params = scanned_case
   stacked = stacking.stack(params, scanned.cfg)
   assert set(stacked) >= {'blocks_0_1', 'blocks_3_4', 'blocks_6_7'}
   assert stacked['blocks_3_4']['mlp']['fc1']['kernel'].shape == (2, 16, 64)

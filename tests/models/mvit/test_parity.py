@@ -31,11 +31,22 @@ VARIANTS = {
 CLS_VARIANTS = ('tiny_cls', 'b_cls')
 
 
+# The one full-size golden of CI's tier (the cheapest); the others run with -m fullsize.
+CI_FULL_SIZE = 't'
+
+
+def _marks(variant):
+  if variant.startswith('tiny'):
+    return ()
+  if variant == CI_FULL_SIZE:
+    return (pytest.mark.slow,)
+  return (pytest.mark.slow, pytest.mark.fullsize)
+
+
 def _golden_cases():
   for variant in VARIANTS:
     for cls_residual_q in ((False, True) if variant in CLS_VARIANTS else (False,)):
-      marks = () if variant.startswith('tiny') else (pytest.mark.slow,)
-      yield pytest.param(variant, cls_residual_q, marks=marks,
+      yield pytest.param(variant, cls_residual_q, marks=_marks(variant),
                          id=f'{variant}{"-clsq" if cls_residual_q else ""}')
 
 

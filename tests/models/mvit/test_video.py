@@ -100,14 +100,12 @@ def test_real_pyslowfast_files_give_the_original_logits(variant):
                                err_msg=str(i))
 
 
-@pytest.mark.parametrize('variant', [
-    pytest.param('v2_s16x4_k400', marks=pytest.mark.slow),
-    pytest.param('v2_b32x3_k400', marks=pytest.mark.slow),
-    pytest.param('v1_b16x4_k400', marks=pytest.mark.slow),
-    pytest.param('v1_b16_in1k', marks=pytest.mark.slow),
-    # 40 frames at 312 px: too large for CI, run with `python -m pytest -m huge`.
-    pytest.param('v2_l40x3_k400', marks=(pytest.mark.slow, pytest.mark.huge)),
-])
+# CI's tier checks one full-size MViT golden (tests/models/mvit/test_parity.py); these
+# run with -m fullsize.
+@pytest.mark.slow
+@pytest.mark.fullsize
+@pytest.mark.parametrize('variant', ['v2_s16x4_k400', 'v2_b32x3_k400', 'v1_b16x4_k400',
+                                     'v1_b16_in1k', 'v2_l40x3_k400'])
 def test_logits_match_pyslowfast(variant, tmp_path):
   name, overrides = VARIANTS[variant]
   checkpoint = tmp_path / f'{variant}.safetensors'
@@ -157,7 +155,7 @@ def test_scanned_video_model_gives_the_same_logits():
   plain = models.create_model(name, **overrides)
   scanned = models.create_model(name, **overrides, scan_blocks=True)
   clips = golden.load('tiny_v2')['input']
-  params = plain.init(jax.random.key(0), clips)['params']
+  params = jax.jit(plain.init)(jax.random.key(0), clips)['params']
   from mvitv2_jax.models.mvit import stacking  # pylint: disable=g-import-not-at-top
   np.testing.assert_allclose(
       jax.jit(scanned.apply)({'params': stacking.stack(params, scanned.cfg)}, clips),
@@ -169,8 +167,8 @@ def test_head_dropout_acts_in_training_only():
   model = models.create_model(name, **overrides, drop_path_rate=0.0)  # Only the head drops.
   assert model.cfg.head_dropout_rate == 0.5
   clips = golden.load('tiny_v2')['input']
-  params = model.init(jax.random.key(0), clips)['params']
-  apply = lambda train, key: model.apply({'params': params}, clips, train=train,
-                                         rngs={'dropout': key})
+  params = jax.jit(model.init)(jax.random.key(0), clips)['params']
+  apply = jax.jit(lambda train, key: model.apply({'params': params}, clips, train=train,
+                                                 rngs={'dropout': key}), static_argnums=0)
   np.testing.assert_array_equal(apply(False, jax.random.key(1)), apply(False, jax.random.key(2)))
   assert not np.allclose(apply(True, jax.random.key(1)), apply(True, jax.random.key(2)))
