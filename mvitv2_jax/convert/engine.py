@@ -120,8 +120,9 @@ def _name(key: str) -> str:
   return key if len(key) <= _MAX_NAME and key.isprintable() else checkpoint.describe(key)
 
 
-def _listing(title: str, items: list[str]) -> str:
-  shown = [_name(item) for item in items[:_MAX_LISTED]]
+def _listing(title: str, items: list[str], named: bool = False) -> str:
+  """`items` as a bounded list; `named`: already passed through `_name`."""
+  shown = [item if named else _name(item) for item in items[:_MAX_LISTED]]
   more = f' ... and {len(items) - len(shown)} more' if len(items) > len(shown) else ''
   return f'; {title} ({len(items)}): {", ".join(shown)}{more}'
 
@@ -227,7 +228,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model: nn.Module, *,
     if mismatched:
       message += _listing('shape mismatch (checkpoint vs model, Flax layout)', mismatched)
     if refused:
-      message += _listing('buffers unlike the model\'s own', refused)
+      message += _listing('buffers unlike the model\'s own', refused, named=True)
     if head_mismatch:
       message += _listing('head shape mismatch', head_mismatch)
       message += ('; to fine-tune on a new label set, pass drop_head=True (CLI: --drop-head) '

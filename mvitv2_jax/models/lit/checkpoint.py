@@ -34,7 +34,7 @@ def check_relative_position_index(key: str, value: np.ndarray, cfg) -> str | Non
     return (f'shape {value.shape}, the model builds {want.shape} for its {side}x{side} '
             f'grid at image_size={cfg.image_size}')
   if not np.issubdtype(value.dtype, np.integer) or not np.array_equal(value, want):
-    return 'its values differ from the index of the model\'s grid'
+    return 'its values differ from the index the model computes'
   return None
 
 
@@ -49,7 +49,7 @@ TABLE = registry.KeyTable(
     ),
     to_torch=(
         (r'\.mlp\.dwconv\.', '.mlp.dwconv.dwconv.'),
-        (r'(^|\.)(layers|blocks|block\d)_(\d+)\.', r'\1\2.\3.'),
+        (r'(?<![^.])(layers|blocks|block\d)_(\d+)(?=\.)', r'\1.\2'),
         (r'\.mean$', '.running_mean'),
         (r'\.var$', '.running_var'),
         (r'\.(kernel|scale)$', '.weight'),
