@@ -20,11 +20,15 @@ INPUT_SEED = 1526
 # projections keep its post-softmax instance norm in the regime where its epsilon, not the
 # map's spread, sets the scale, and the attention branch from swamping the residual stream:
 # the original's own fp32-vs-fp64 spread stays about 2e-5 (with all gains 1, 2.4e-4 on
-# ResT-Lite). LIT: offset convs of gain 1 give DTM offsets of 1-3 px.
+# ResT-Lite). LIT: offset convs of gain 1 give DTM offsets of 1-3 px; the last merging
+# reads the residual stream after the deep stage 3, which is larger, so its gain is 0.25
+# (with 1, LIT-B's offsets there reached 6 px at the 90th percentile and amplified rounding
+# to 1.2e-4 in the logits of a float32 port).
 GAINS = {
     'rest': (('head.weight', 6.0), ('attn.q.weight', 0.3), ('attn.kv.weight', 0.3),
              ('attn.proj.weight', 0.1)),
-    'lit': (('head.weight', 6.0), ('conv_offset.weight', 1.0)),
+    'lit': (('head.weight', 6.0), ('layers.2.downsample.dconv.conv_offset.weight', 0.25),
+            ('patch_embed4.dconv.conv_offset.weight', 0.25), ('conv_offset.weight', 1.0)),
 }
 
 
