@@ -39,6 +39,7 @@ def test_tiny_official_files_convert_and_match(name):
   for size in sizes:
     logits = np.asarray(jax.jit(model.apply)(variables, family_golden.images(name, size)))
     err = np.abs(logits - family_golden.outputs(name)[f'logits_{size}']).max()
+    print(f'{name} at {size}: max |logit diff| = {err:.2e}')
     assert err < family_golden.TOLERANCE, (size, err)
   whole = checkpoint.read(path)
   if name == 'tiny_lit':

@@ -37,6 +37,7 @@ def test_tiny_official_files_convert_and_match(name):
   for size in (64, 96):
     logits = np.asarray(jax.jit(model.apply)(variables, family_golden.images(name, size)))
     err = np.abs(logits - family_golden.outputs(name)[f'logits_{size}']).max()
+    print(f'{name} at {size}: max |logit diff| = {err:.2e}')
     assert err < family_golden.TOLERANCE, (size, err)
   args = checkpoint.read(path)['args']
   assert isinstance(args, checkpoint.Record) and args.type_name == 'argparse.Namespace'
