@@ -1,5 +1,6 @@
-"""Layers the convolutional-stem families (ResT, LIT) share: PyTorch's batch norm, depthwise
-conv through `ops.pool`, and PyTorch's conv initialisers.
+"""Layers the convolutional-stem families (ResT, LIT) share: PyTorch's batch norm (and how
+its state-dict entries convert), depthwise conv through `ops.pool`, and PyTorch's conv
+initialisers.
 
 MViT has none of these; its shared layers are in `layers.py`.
 """
@@ -17,16 +18,20 @@ from mvitv2_jax.models import layers
 Array = jax.Array
 
 BATCH_NORM_EPSILON = 1e-5  # PyTorch's BatchNorm2d default.
+# Key-table rule: BatchNorm's running statistics fill the `batch_stats` collection.
+BATCH_NORM_STATS = (r'\.running_(mean|var)$', 'batch_stats')
 BATCH_NORM_MOMENTUM = 0.1  # PyTorch's: running = (1 - m) * running + m * batch.
 
 
-def torch_bias_init(fan_in: int) -> Callable[..., Array]:
-  """PyTorch's default conv and linear bias init, U(+-1/sqrt(fan_in))."""
-  return layers.torch_conv_bias_init(fan_in)
+torch_bias_init = layers.torch_conv_bias_init  # PyTorch's default bias, U(+-1/sqrt(fan_in)).
 
 
-def normal_init(stddev: float) -> Callable[..., Array]:
-  return nn.initializers.normal(stddev)
+def check_num_batches_tracked(key: str, value: np.ndarray, cfg) -> str | None:
+  """Key-table buffer check: BatchNorm's step counter, an integer scalar unused at inference."""
+  del key, cfg
+  if value.size == 1 and np.issubdtype(value.dtype, np.integer):
+    return None
+  return f'a {value.dtype} tensor of shape {value.shape}, not an integer counter'
 
 
 class BatchNorm(nn.Module):

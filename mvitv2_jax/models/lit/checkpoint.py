@@ -17,10 +17,12 @@ import re
 import flax.linen as nn
 import numpy as np
 
+from mvitv2_jax.models import conv_layers
 from mvitv2_jax.models import layers
 from mvitv2_jax.models import registry
 from mvitv2_jax.models.lit import model
-from mvitv2_jax.models.rest import checkpoint as rest_checkpoint
+
+WRAPPER_KEYS = ('model', 'state_dict', 'model_ema')
 
 
 def check_relative_position_index(key: str, value: np.ndarray, cfg) -> str | None:
@@ -55,8 +57,8 @@ TABLE = registry.KeyTable(
         (r'\.(kernel|scale)$', '.weight'),
     ),
     head={('head', 'kernel'): layers.trunc_normal_init, ('head', 'bias'): nn.initializers.zeros},
-    collections=(rest_checkpoint.BATCH_NORM_STATS,),
-    buffers=((r'\.num_batches_tracked$', rest_checkpoint.check_num_batches_tracked),
+    collections=(conv_layers.BATCH_NORM_STATS,),
+    buffers=((r'\.num_batches_tracked$', conv_layers.check_num_batches_tracked),
              (r'\.relative_position_index$', check_relative_position_index)),
-    wrapper_keys=rest_checkpoint.WRAPPER_KEYS,
+    wrapper_keys=WRAPPER_KEYS,
 )

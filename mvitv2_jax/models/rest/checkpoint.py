@@ -8,25 +8,13 @@ them with `_` for the first dot of a stem or patch embedding and before a block 
 the `argparse.Namespace` of the run beside them), `state_dict` or `model_ema`.
 """
 
-import numpy as np
+import flax.linen as nn
 
+from mvitv2_jax.models import conv_layers
 from mvitv2_jax.models import layers
 from mvitv2_jax.models import registry
 
-import flax.linen as nn
-
 WRAPPER_KEYS = ('model', 'state_dict', 'model_ema')
-
-
-def check_num_batches_tracked(key: str, value: np.ndarray, cfg) -> str | None:
-  """BatchNorm's step counter: an integer scalar, unused at inference."""
-  del key, cfg
-  if value.size == 1 and np.issubdtype(value.dtype, np.integer):
-    return None
-  return f'a {value.dtype} tensor of shape {value.shape}, not an integer counter'
-
-
-BATCH_NORM_STATS = (r'\.running_(mean|var)$', 'batch_stats')
 
 # Renames shared by ResT and ResTv2, in order: the stem and patch embeddings flatten into
 # one level, block indices join their stage, weights become Flax's names.
@@ -58,7 +46,7 @@ TABLE = registry.KeyTable(
     to_flax=TO_FLAX,
     to_torch=TO_TORCH,
     head={('head', 'kernel'): layers.trunc_normal_init, ('head', 'bias'): nn.initializers.zeros},
-    collections=(BATCH_NORM_STATS,),
-    buffers=((r'\.num_batches_tracked$', check_num_batches_tracked),),
+    collections=(conv_layers.BATCH_NORM_STATS,),
+    buffers=((r'\.num_batches_tracked$', conv_layers.check_num_batches_tracked),),
     wrapper_keys=WRAPPER_KEYS,
 )
