@@ -96,6 +96,35 @@ _ARITY = {_REBUILD_TENSOR: (4,), _REBUILD_TENSOR_V2: (6, 7), _REBUILD_PARAMETER:
           _REBUILD_PARAMETER_STATE: (4,)}
 
 
+# Classes whose instances training checkpoints pickle beside the weights (the run's
+# options): read as inert `Record`s, nothing of theirs called. Qualified name -> token.
+_RECORD_CLASSES = ('argparse.Namespace', 'yacs.config.CfgNode')
+_SET = _Function('builtins.set')  # yacs keeps a set of deprecated keys in a CfgNode's state.
+
+
+class _RecordClass(NamedTuple):
+  """Stand-in for one of `_RECORD_CLASSES`."""
+  name: str
+
+
+class Record(dict):
+  """An inert stand-in for an `argparse.Namespace` or a yacs `CfgNode` in a checkpoint.
+
+  Its items are the object's dict items (a CfgNode's entries; none for a Namespace) and
+  `state` its pickled attributes as plain data (a Namespace's options; a CfgNode's yacs
+  bookkeeping), or None. `type_name` is the class's qualified name. Nothing of the class
+  runs: the reader never imports argparse's or yacs's code for it.
+  """
+  __slots__ = ('type_name', 'state')
+
+  def __init__(self, type_name: str):
+    super().__init__()
+    self.type_name, self.state = type_name, None
+
+  def __repr__(self):
+    return f'Record({self.type_name}, items={dict.__repr__(self)}, state={self.state!r})'
+
+
 class _Unresolved:
   """Storage placeholder for the legacy format's first, layout-only pass."""
 
@@ -189,11 +218,25 @@ class TorchResolver(unpickler.Resolver):
       return _StorageType(name, _STORAGE_DTYPES[name])
     if module == "torch" and name in _TORCH_DTYPES:
       return TorchDtype(name, _TORCH_DTYPES[name])
+    if qualified in _RECORD_CLASSES:
+      return _RecordClass(qualified)
+    if qualified in ("builtins.set", "__builtin__.set"):
+      return _SET
     return super().find_class(module, name)
+
+  def new(self, cls: Any, args: tuple) -> Any:
+    if type(cls) is _RecordClass and args == ():
+      return Record(cls.name)
+    return super().new(cls, args)
 
   def call(self, func: Any, args: tuple) -> Any:
     if func is _ORDERED_DICT:
       return _ordered_dict(args)
+    if func is _SET:  # set([scalars]) as Python pickles it, kept as a frozenset.
+      if not (len(args) == 1 and type(args[0]) is list and
+              all(type(item) in unpickler._SCALARS for item in args[0])):  # pylint: disable=protected-access
+        raise CheckpointFormatError(f"set called with {describe(args)}, not a list of scalars")
+      return frozenset(args[0])
     arity = _ARITY.get(func) if type(func) is _Function else None
     if arity is None:
       return super().call(func, args)
@@ -228,6 +271,9 @@ class TorchResolver(unpickler.Resolver):
     return self._load_storage(storage_type.dtype, key, numel, view)
 
   def build(self, obj: Any, state: Any):
+    if type(obj) is Record and obj.state is None and type(state) is dict:
+      obj.state = state  # The record's attributes, plain data.
+      return
     # torch's state dicts carry per-module versions as an OrderedDict attribute.
     if (type(obj) is collections.OrderedDict and type(state) is dict and
         list(state) == ["_metadata"]):

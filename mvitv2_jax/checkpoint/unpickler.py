@@ -7,7 +7,8 @@ loop, keeps the memo in a dict and builds only lists, dicts and tuples, no deepe
 MAX_DEPTH. A container cannot change once it sits inside another, so nothing is cyclic;
 dict keys are scalars or flat tuples of them, so hashing one is cheap. Globals, calls,
 persistent ids and BUILD go to a `Resolver`: the interpreter invokes nothing a file
-names. Every opcode and every byte of string data is charged to the read's `Budget`.
+names (NEWOBJ too: the resolver says what an instance of a class it allows stands for).
+Every opcode and every byte of string data is charged to the read's `Budget`.
 Python 2's 8-bit strings decode as `load`'s `encoding` says, as in `pickle.load`.
 
 Malformed pickles raise `pickle.UnpicklingError`; pickles that are well formed but
@@ -44,6 +45,11 @@ class Resolver:
   def call(self, func: Any, args: tuple) -> Any:
     del args
     raise CheckpointFormatError(f'pickle calls {describe(func)}, which is not callable')
+
+  def new(self, cls: Any, args: tuple) -> Any:
+    """NEWOBJ: `cls.__new__(cls, *args)` in Python; here whatever inert value stands for it."""
+    del args
+    raise CheckpointFormatError(f'pickle creates an instance of {describe(cls)}')
 
   def persistent_load(self, pid: Any) -> Any:
     raise CheckpointFormatError(f'unexpected persistent id {describe(pid)}')
@@ -427,6 +433,14 @@ class _Machine:
     depth = self._nest(args)
     self._stack.append(self._adopt(self._resolver.call(func, args), depth))
 
+  def _newobj(self):
+    args = self._pop()
+    cls = self._pop()
+    if type(args) is not tuple:
+      raise self._corrupt('NEWOBJ arguments are not a tuple')
+    depth = self._nest(args)
+    self._stack.append(self._adopt(self._resolver.new(cls, args), depth))
+
   def _binpersid(self):
     pid = self._pop()
     depth = self._nest(pid)
@@ -466,7 +480,8 @@ _OPS = {
     pickle.LONG_BINGET: _Machine._long_binget, pickle.BINPUT: _Machine._binput,
     pickle.LONG_BINPUT: _Machine._long_binput, pickle.MEMOIZE: _Machine._memoize,
     pickle.GLOBAL: _Machine._global, pickle.STACK_GLOBAL: _Machine._stack_global,
-    pickle.REDUCE: _Machine._reduce, pickle.BINPERSID: _Machine._binpersid,
+    pickle.REDUCE: _Machine._reduce, pickle.NEWOBJ: _Machine._newobj,
+    pickle.BINPERSID: _Machine._binpersid,
     pickle.BUILD: _Machine._build,
 }
 _DISPATCH = {code[0]: handler for code, handler in _OPS.items()}

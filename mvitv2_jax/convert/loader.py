@@ -65,7 +65,8 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
     **overrides: other fields of the family's config (e.g. `cls_residual_q`).
 
   Returns:
-    The float32 params pytree.
+    The float32 params pytree; for a family with other variables (BatchNorm's running
+    statistics: ResT, LIT), the variables dict `{'params': ..., 'batch_stats': ...}`.
 
   Raises:
     CheckpointFormatError: the path is missing, not a regular file or a converted
@@ -79,7 +80,9 @@ def load_params(path: str, model_name: str, *, num_classes: int | None = None,
   if os.path.isdir(path):
     state_dict = _read_converted(path, model_name)
   else:
-    state_dict = checkpoint.read_state_dict(path, max_bytes=max_bytes)
+    wrapper_keys = models.family_of(model_name).checkpoint.wrapper_keys
+    state_dict = checkpoint.read_state_dict(
+        path, max_bytes=max_bytes, wrapper_keys=wrapper_keys or checkpoint.DEFAULT_WRAPPER_KEYS)
   try:
     if inflate:
       state_dict = engine.inflate_state_dict(state_dict, model, seed=seed)

@@ -5,11 +5,13 @@
   models.model_names()
 
 Families live in subpackages (`mvit/`: MViTv2 images and videos, MViTv1; its config
-class is `models.mvit.MViTv2Config`); `layers.py` holds the layers they share and
+class is `models.mvit.MViTv2Config`; `rest/`: ResT and ResTv2; `lit/`: LIT and LITv2); `layers.py` holds the layers they share and
 `registry.py` what the trainer and converter know of each.
 """
 
+from mvitv2_jax.models import lit
 from mvitv2_jax.models import mvit
+from mvitv2_jax.models import rest
 from mvitv2_jax.models.registry import (Family, KeyTable, create_model, families, family_of,
                                         input_shape, model_names, variant_config)
 
@@ -27,5 +29,5 @@ def image_size_multiple(model_or_config) -> int:
 
 __all__ = [
     'Family', 'KeyTable', 'create_model', 'families', 'family_of', 'flops_per_example',
-    'image_size_multiple', 'input_shape', 'model_names', 'mvit', 'variant_config',
+    'image_size_multiple', 'input_shape', 'lit', 'model_names', 'mvit', 'rest', 'variant_config',
 ]

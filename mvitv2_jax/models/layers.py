@@ -1,5 +1,6 @@
 """Small layers of MViT: initialisers, dense, layer norm, GELU, MLP, stochastic depth."""
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -8,6 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvitv2_jax import ops
+from mvitv2_jax.ops import cpu as cpu_ops
+from mvitv2_jax.ops import norm as norm_ops
+from mvitv2_jax.ops import platform
 
 Array = jax.Array
 
@@ -41,16 +45,24 @@ class Dense(nn.Module):
 class LayerNorm(nn.Module):
   """`nn.LayerNorm(epsilon=1e-6, use_fast_variance=False)`: same params and math, by `ops`.
 
-  Statistics in float32 whatever the input dtype, as Flax's.
+  Statistics in float32 whatever the input dtype, as Flax's. `epsilon` other than 1e-6
+  (PyTorch's default 1e-5, as ResT and LIT use) runs the same kernels with that epsilon.
   """
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  epsilon: float = norm_ops.EPSILON
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), self.param_dtype)
     bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],), self.param_dtype)
-    return ops.layer_norm(x, scale, bias).astype(self.dtype)
+    if self.epsilon == norm_ops.EPSILON:
+      return ops.layer_norm(x, scale, bias).astype(self.dtype)
+    # The platform rule of `ops.layer_norm`, with this epsilon.
+    epsilon = float(self.epsilon)
+    return platform.on_cpu(
+        x, scale, bias, cpu=functools.partial(cpu_ops.layer_norm, epsilon=epsilon),
+        default=functools.partial(norm_ops.layer_norm, epsilon=epsilon)).astype(self.dtype)
 
 
 def gelu(x: Array) -> Array:

@@ -38,6 +38,15 @@ class KeyTable:
     inflate: (state_dict, model, seed) -> state dict: an image checkpoint for a video model.
     guesses: state_dict -> (label, config) candidates the checkpoint may be, cheap filters
       applied: the converter names the first whose tensors fit when a file does not.
+    collections: (pattern, collection) rules: a source key matching one fills that Flax
+      variable collection instead of 'params' (BatchNorm's running statistics ->
+      'batch_stats'); its path comes from the same `to_flax` rules.
+    buffers: (pattern, check) rules for tensors the model computes instead of loading
+      (`num_batches_tracked`, rel-pos index buffers): a matching key is checked and dropped;
+      `check(key, value, config)` returns None, or why the tensor is not what the model
+      computes (the conversion then fails naming it). Buffers are never required.
+    wrapper_keys: keys under which the family's training checkpoints keep the state dict,
+      by preference (None: the reader's defaults).
   """
   to_flax: tuple[tuple[str, str], ...]
   to_torch: tuple[tuple[str, str], ...]
@@ -46,6 +55,9 @@ class KeyTable:
   normalize: Callable[[dict, Any], dict] = lambda state_dict, cfg: state_dict
   inflate: Callable[..., dict] | None = None
   guesses: Callable[[dict], Iterable[tuple[str, Any]]] = lambda state_dict: ()
+  collections: tuple[tuple[str, str], ...] = ()
+  buffers: tuple[tuple[str, Callable[[str, Any, Any], str | None]], ...] = ()
+  wrapper_keys: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

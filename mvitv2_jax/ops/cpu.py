@@ -169,18 +169,24 @@ max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 # gradient (a sum over all later blocks) into each block's consumers and recomputed it.
 
 
-@jax.custom_vjp
-def layer_norm(x: Array, scale: Array, bias: Array) -> Array:
+def layer_norm(x: Array, scale: Array, bias: Array,
+               epsilon: float = portable_norm.EPSILON) -> Array:
   """`ops.layer_norm` (float32 out) with a hand-written gradient."""
-  return _layer_norm_fwd(x, scale, bias)[0]
+  return _layer_norm(x, scale, bias, float(epsilon))
 
 
-def _layer_norm_fwd(x, scale, bias):
-  mean, rstd = portable_norm.moments(x)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x: Array, scale: Array, bias: Array, epsilon: float) -> Array:
+  return _layer_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon):
+  mean, rstd = portable_norm.moments(x, epsilon)
   return portable_norm.normalize(x, mean, rstd, scale, bias), (x, mean, rstd, scale)
 
 
-def _layer_norm_bwd(residuals, grad):
+def _layer_norm_bwd(epsilon, residuals, grad):
+  del epsilon  # Folded into rstd.
   # Two row means for the input, two column sums for the params.
   x, mean, rstd, scale = residuals
   grad = grad.astype(jnp.float32)
@@ -193,7 +199,7 @@ def _layer_norm_bwd(residuals, grad):
           jnp.sum(grad, rows).astype(scale.dtype))
 
 
-layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
 # --- Dense layers on 2-D tokens ---------------------------------------------------------

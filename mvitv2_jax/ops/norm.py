@@ -1,4 +1,5 @@
-"""Layer norm over the last axis, PyTorch's: eps 1e-6, two-pass variance, float32 statistics."""
+"""Layer norm over the last axis, PyTorch's: eps 1e-6 (or `epsilon`), two-pass variance, float32
+statistics."""
 
 import jax
 import jax.numpy as jnp
@@ -8,11 +9,11 @@ Array = jax.Array
 EPSILON = 1e-6
 
 
-def moments(x: Array) -> tuple[Array, Array]:
+def moments(x: Array, epsilon: float = EPSILON) -> tuple[Array, Array]:
   """Mean and 1 / std over the last axis, in float32 (keepdims)."""
   x32 = x.astype(jnp.float32)
   mean = jnp.mean(x32, -1, keepdims=True)
-  rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x32 - mean), -1, keepdims=True) + EPSILON)
+  rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x32 - mean), -1, keepdims=True) + epsilon)
   return mean, rstd
 
 
@@ -22,6 +23,6 @@ def normalize(x: Array, mean: Array, rstd: Array, scale: Array, bias: Array) -> 
           + bias.astype(jnp.float32))
 
 
-def layer_norm(x: Array, scale: Array, bias: Array) -> Array:
+def layer_norm(x: Array, scale: Array, bias: Array, epsilon: float = EPSILON) -> Array:
   """Normalised x [..., C] times scale [C] plus bias [C], float32; autodiff gradient."""
-  return normalize(x, *moments(x), scale, bias)
+  return normalize(x, *moments(x, epsilon), scale, bias)

@@ -8,6 +8,7 @@ import pytest
 
 from mvitv2_jax import checkpoint
 from mvitv2_jax.checkpoint import CheckpointFormatError
+from tests.helpers import hostile_files
 from tests.helpers.checkpoint_files import (Parameter, Storage, Tensor, assert_bitwise_equal,
                                             write_legacy, write_torch_zip)
 
@@ -95,3 +96,28 @@ def test_unsupported_storage_dtype(tmp_path, fake_torch):
   with pytest.raises(CheckpointFormatError,
                      match="unsupported storage dtype torch.QInt8Storage"):
     checkpoint.read(tmp_path / "q.pth")
+
+
+@pytest.mark.parametrize('case', sorted(hostile_files.HOSTILE_RECORDS))
+def test_only_namespace_and_cfgnode_are_read_beside_the_weights(case, tmp_path):
+  # Anything else in the position of a run's options, or these built otherwise than
+  # pickle builds them, is refused; nothing is called (the batch in test_hostile_files
+  # runs the same files through load_params under memory limits).
+  path = hostile_files.HOSTILE_RECORDS[case](str(tmp_path))
+  with pytest.raises(checkpoint.CheckpointFormatError, match='forbidden|not callable|instance|set '):
+    checkpoint.read(path)
+
+
+def test_namespace_and_cfgnode_are_inert_records(tmp_path):
+  torch = pytest.importorskip('torch', reason='writes the file with torch.save')
+  import argparse  # pylint: disable=g-import-not-at-top
+  args = argparse.Namespace(lr=1e-3, sizes=[1, 2], betas=(0.9, 0.999), name='run')
+  path = tmp_path / 'ckpt.pth'
+  torch.save({'model': {'w': torch.ones(2)}, 'args': args, 'epoch': 3}, path)
+  whole = checkpoint.read(path)
+  assert isinstance(whole['args'], checkpoint.Record) and not whole['args']
+  assert whole['args'].type_name == 'argparse.Namespace'
+  assert whole['args'].state == {'lr': 1e-3, 'sizes': [1, 2], 'betas': (0.9, 0.999),
+                                 'name': 'run'}
+  state = checkpoint.read_state_dict(path, wrapper_keys=('model',))
+  np.testing.assert_array_equal(state['w'], np.ones(2, np.float32))

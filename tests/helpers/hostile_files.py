@@ -15,8 +15,8 @@ import zlib
 import numpy as np
 
 from tests.helpers.pickle_ops import (APPEND, BINPERSID, BUILD, EMPTY_DICT, EMPTY_LIST,
-                                      EMPTY_TUPLE, MARK, NEWFALSE, PROTO2, REDUCE, SETITEM,
-                                      SETITEMS, STOP, TUPLE, call, dict_of, global_ref,
+                                      EMPTY_TUPLE, MARK, NEWFALSE, NEWOBJ, PROTO2, REDUCE,
+                                      SETITEM, SETITEMS, STOP, TUPLE, call, dict_of, global_ref,
                                       int_tuple, integer, numpy_array, text)
 
 # --- torch's pickles, assembled by hand (opcodes: tests/helpers/pickle_ops.py) ---------
@@ -202,6 +202,44 @@ def build_on_rebuild(directory) -> str:
   return torch_zip(os.path.join(directory, 'build.pth'), pkl)
 
 
+# --- What training checkpoints keep beside the weights -----------------------------------
+# {'model': {'w': tensor}, 'args': <object>}: the reader accepts an argparse.Namespace or a
+# yacs CfgNode there as an inert record; these put something else in that position.
+
+
+def _beside_weights(directory, name: str, obj: bytes) -> str:
+  pkl = PROTO2 + dict_of([(text('model'), dict_of([(text('w'), tensor())])),
+                          (text('args'), obj)]) + STOP
+  return torch_zip(os.path.join(directory, name), pkl, _one_float())
+
+
+def _namespace(state: bytes, cls=('argparse', 'Namespace'), args: bytes = EMPTY_TUPLE) -> bytes:
+  """cls.__new__(cls, *args) then BUILD with `state`, as protocol 2 pickles a Namespace."""
+  return global_ref(*cls) + args + NEWOBJ + state + BUILD
+
+
+HOSTILE_RECORDS = {
+    # os.system('echo pwned') where the run's options sit.
+    'args_os_system': lambda d: _beside_weights(d, 'args_os_system.pth',
+                                                call('os', 'system', text('echo pwned'))),
+    # A Namespace whose options hold a code-running object.
+    'namespace_state_eval': lambda d: _beside_weights(d, 'namespace_state_eval.pth', _namespace(
+        dict_of([(text('lr'), call('builtins', 'eval', text('__import__("os")')))]))),
+    # Another argparse class, created as a Namespace would be.
+    'newobj_argument_parser': lambda d: _beside_weights(d, 'newobj_parser.pth', _namespace(
+        EMPTY_DICT, cls=('argparse', 'ArgumentParser'))),
+    # Namespace(**...) called rather than created: not how pickle writes one.
+    'namespace_called': lambda d: _beside_weights(d, 'namespace_called.pth', call(
+        'argparse', 'Namespace', text('x'))),
+    # A CfgNode created with arguments.
+    'cfgnode_newobj_args': lambda d: _beside_weights(d, 'cfgnode_args.pth', _namespace(
+        EMPTY_DICT, cls=('yacs.config', 'CfgNode'), args=MARK + text('x') + TUPLE)),
+    # set() of a container (yacs pickles a set of key names in a CfgNode's state).
+    'set_of_dict': lambda d: _beside_weights(d, 'set_of_dict.pth', call(
+        'builtins', 'set', EMPTY_LIST + EMPTY_DICT + APPEND)),
+}
+
+
 def _safetensors(path, header_json: str, data: bytes) -> str:
   raw = header_json.encode()
   with open(path, 'wb') as f:
@@ -319,6 +357,7 @@ CHECKPOINTS = {
     'storage_bomb_understated': storage_bomb_understated,
     'pickle_bomb': pickle_bomb,
     'build_on_rebuild': build_on_rebuild,
+    **HOSTILE_RECORDS,
     'safetensors_duplicate_key': safetensors_duplicate_key,
     'safetensors_overlap': safetensors_overlap,
     'safetensors_gap': safetensors_gap,

@@ -10,6 +10,7 @@ PROTO2 = b'\x80\x02'
 MARK, STOP, TUPLE, EMPTY_TUPLE, REDUCE, BUILD = b'(', b'.', b't', b')', b'R', b'b'
 EMPTY_DICT, SETITEM, SETITEMS, BINPERSID, NEWFALSE = b'}', b's', b'u', b'Q', b'\x89'
 NONE, EMPTY_LIST, APPEND = b'N', b']', b'a'
+NEWOBJ = b'\x81'
 
 
 def text(value: str) -> bytes:
