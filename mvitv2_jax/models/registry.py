@@ -82,6 +82,8 @@ class Family:
     stack: (params with one entry per block, config) -> params in the config's layout.
     unstack: params in any layout -> one entry per block.
     checkpoint: the conversion's key table.
+    state_collections: variable collections besides 'params' that the module updates
+      while training (BatchNorm's 'batch_stats'); the trainer carries none yet.
   """
   name: str
   config_class: type
@@ -98,6 +100,7 @@ class Family:
   unscanned: Callable[[Any], Any] = lambda cfg: cfg
   stack: Callable[[Params, Any], Params] = lambda params, cfg: params
   unstack: Callable[[Params], Params] = lambda params: params
+  state_collections: tuple[str, ...] = ()
 
 
 _FAMILIES: dict[str, Family] = {}

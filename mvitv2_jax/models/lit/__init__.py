@@ -25,6 +25,7 @@ FAMILY = registry.register(registry.Family(
     flops=flops.flops_by_part,
     image_size_rule=image_size_rule,
     describe=describe,
+    state_collections=('batch_stats',),
     position_params=('relative_position_bias_table', 'pos_embed1', 'pos_embed2', 'pos_embed3',
                      'pos_embed4', 'cls_token'),
 ))

@@ -22,6 +22,7 @@ FAMILY = registry.register(registry.Family(
     flops=flops.flops_by_part,
     image_size_rule=image_size_rule,
     describe=describe,
+    state_collections=('batch_stats',),
 ))
 
 __all__ = ['Attention', 'Block', 'FAMILY', 'PA', 'ResT', 'ResTConfig', 'pixel_shuffle']

@@ -17,7 +17,7 @@ from tests.helpers import golden
 
 TINY = golden.TINY
 
-# Counts of the original PyTorch models at 224 (MVITV2_REFERENCE.md §1.2).
+# Counts of the original PyTorch models at 224 (docs/parity.md: parameter counts).
 PARAM_COUNTS = {
     ('mvitv2_t', 1000): 24_173_320,
     ('mvitv2_s', 1000): 34_870_216,

@@ -1,6 +1,6 @@
 """Parity with the original PyTorch MViTv2: logits it produced for the golden weights.
 
-The weights are rebuilt from the recipe (tests/golden_recipe.py) under their official
+The weights are rebuilt from the recipe (tests/helpers/golden.py) under their official
 names, written as an official-layout state dict file and loaded through the public
 converter, exactly as a real checkpoint would be.
 """
