@@ -98,7 +98,7 @@ class Runner:
       spec = programs.task.batch_spec(config, programs.model, case.batch_size, train=train)
       self.inputs = {k: _random(rng, v, config.num_classes) for k, v in spec.items()}
       state = programs.initial_state()
-      self.state = state if train else state.params
+      self.state = state if train else state.variables()
       start = time.perf_counter()
       lowered = programs.lower_train() if train else programs.lower_eval(case.batch_size)
       # Steps run this executable: a step that traced or compiled again cannot happen.

@@ -83,7 +83,7 @@ class Family:
     unstack: params in any layout -> one entry per block.
     checkpoint: the conversion's key table.
     state_collections: variable collections besides 'params' that the module updates
-      while training (BatchNorm's 'batch_stats'); the trainer carries none yet.
+      while training (BatchNorm's 'batch_stats'); the train state carries them.
   """
   name: str
   config_class: type

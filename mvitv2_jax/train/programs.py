@@ -46,7 +46,7 @@ class Programs:
     state: the abstract train state, carrying its shardings (what a restore needs).
     shardings: the train state's shardings.
     train_step: `(state, batch) -> (state, metrics)`, the state donated.
-    eval_step: `(params, batch) -> the task's eval outputs`.
+    eval_step: `(variables, batch) -> the task's eval outputs` (`TrainState.variables()`).
     steps_per_epoch: updates per pass over the train split (None without data sizes).
     total_steps: updates of the whole run (None without data sizes).
   """
@@ -75,7 +75,7 @@ class Programs:
 
   def lower_eval(self, batch_size: int) -> jax.stages.Lowered:
     """The eval step lowered for `batch_size` examples."""
-    return self.eval_step.lower(self.state.params, self.batch(batch_size, train=False))
+    return self.eval_step.lower(self.state.variables(), self.batch(batch_size, train=False))
 
   def initial_state(self) -> step_lib.TrainState:
     """The state at step 0, initialised directly in its shardings."""
@@ -110,5 +110,5 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       config=config, task=task, model=model, tx=tx, schedule=schedule, mesh=mesh,
       state=state, shardings=shardings,
       train_step=step_lib.make_train_step(config, task, model, tx, schedule, mesh, shardings),
-      eval_step=step_lib.make_eval_step(config, task, model, mesh, shardings.params),
+      eval_step=step_lib.make_eval_step(config, task, model, mesh, shardings.variables()),
       steps_per_epoch=epoch_steps, total_steps=total_steps)

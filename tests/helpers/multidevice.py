@@ -39,8 +39,8 @@ def eval_sums(config, mesh, params):
   with jax.set_mesh(mesh):
     programs = programs_lib.build(config, mesh, synthetic_data)
     batch = next(synthetic_data.create_eval_iterator(config))
-    return jax.device_get(programs.eval_step(jax.device_put(params, programs.shardings.params),
-                                             sharding.host_to_global(batch, mesh)))
+    variables = jax.device_put({'params': params}, programs.shardings.variables())
+    return jax.device_get(programs.eval_step(variables, sharding.host_to_global(batch, mesh)))
 
 
 def max_diff(a, b) -> float:
