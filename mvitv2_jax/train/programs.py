@@ -6,6 +6,7 @@ the same ones, so a figure measured there is a figure of the trainer's own steps
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -99,11 +100,12 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   task = tasks.for_config(config)
   if data is None:
     epoch_steps = total_steps = None
-    schedule = lambda step: 0.0
+    group_schedule = lambda multiplier: (lambda step: 0.0)
   else:
     epoch_steps, total_steps = steps_per_epoch(config, data), num_train_steps(config, data)
-    schedule = optim.create_schedule(config, epoch_steps, total_steps)
-  tx = optim.create_optimizer(config, schedule)
+    group_schedule = functools.partial(optim.create_schedule, config, epoch_steps, total_steps)
+  schedule = group_schedule(1.0)
+  tx = optim.create_optimizer(config, schedule, group_schedule)
   model = task.create_model(config)
   state, shardings = step_lib.abstract_train_state(config, task, model, tx, mesh)
   return Programs(
