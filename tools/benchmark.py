@@ -98,7 +98,7 @@ class Runner:
       spec = programs.task.batch_spec(config, programs.model, case.batch_size, train=train)
       self.inputs = {k: _random(rng, v, config.num_classes) for k, v in spec.items()}
       state = programs.initial_state()
-      self.state = state if train else state.params
+      self.state = state if train else state.variables()
       start = time.perf_counter()
       lowered = programs.lower_train() if train else programs.lower_eval(case.batch_size)
       # Steps run this executable: a step that traced or compiled again cannot happen.
@@ -137,7 +137,9 @@ class Runner:
         dtype=case.dtype,
         attention_impl=platform.resolve('attention', cfg.attention_impl, device.platform),
         pool_impl=platform.resolve('pool', cfg.pool_impl, device.platform),
-        remat=cfg.remat and (cfg.remat_policy or 'all'), backend=jax.default_backend(),
+        # ResT and LIT have no remat option.
+        remat=getattr(cfg, 'remat', False) and (cfg.remat_policy or 'all'),
+        backend=jax.default_backend(),
         device_kind=device.device_kind,
         num_devices=1, compile_s=round(self.compile_s, 3), timed_steps=len(self.step_s),
         images_per_s_median=batch / median, images_per_s_best=batch / best,

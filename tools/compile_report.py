@@ -271,8 +271,9 @@ def _setting(config, target, model, platform, program, batch) -> dict[str, Any]:
       'dtype': config.dtype, 'batch_size': batch, 'batch_per_chip': batch // target.num_chips,
       'grad_accum_steps': config.optim.grad_accum_steps if train else 1,
       'shard_params': config.shard_params,
-      'remat': (model_cfg.remat_policy or 'all') if model_cfg.remat else 'none',
-      'scan_blocks': model_cfg.scan_blocks,
+      # ResT and LIT have neither option.
+      'remat': (model_cfg.remat_policy or 'all') if getattr(model_cfg, 'remat', False) else 'none',
+      'scan_blocks': getattr(model_cfg, 'scan_blocks', False),
       'attention_impl': ops_platform.resolve('attention', model_cfg.attention_impl, platform),
       'pool_impl': ops_platform.resolve('pool', model_cfg.pool_impl, platform),
       **_model_gflops(model, config.image_size, program),

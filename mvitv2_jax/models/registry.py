@@ -83,7 +83,10 @@ class Family:
     unstack: params in any layout -> one entry per block.
     checkpoint: the conversion's key table.
     state_collections: variable collections besides 'params' that the module updates
-      while training (BatchNorm's 'batch_stats'); the trainer carries none yet.
+      while training (BatchNorm's 'batch_stats'); the train state carries them.
+    lr_multipliers: (pattern, multiplier) rules: a param whose '/'-joined path matches the
+      pattern (`re.search`, first rule that matches) trains at that multiple of the peak
+      learning rate (the original's param groups; `train.optim`).
   """
   name: str
   config_class: type
@@ -101,6 +104,7 @@ class Family:
   stack: Callable[[Params, Any], Params] = lambda params, cfg: params
   unstack: Callable[[Params], Params] = lambda params: params
   state_collections: tuple[str, ...] = ()
+  lr_multipliers: tuple[tuple[str, float], ...] = ()
 
 
 _FAMILIES: dict[str, Family] = {}

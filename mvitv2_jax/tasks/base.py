@@ -102,13 +102,17 @@ class Task(abc.ABC):
     return batch
 
   @abc.abstractmethod
-  def loss(self, model: nn.Module, params: Any, batch: Batch, rng: jax.Array,
-           config: Config) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The mean loss of a (micro-)batch in train mode, and scalar metrics to log."""
+  def loss(self, model: nn.Module, variables: dict[str, Any], batch: Batch, rng: jax.Array,
+           config: Config) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
+    """A (micro-)batch in train mode: its mean loss, scalar metrics to log, and the model's
+    collections besides 'params' in `variables` as the batch updated them (e.g.
+    BatchNorm's running statistics; `{}` for a model with params only)."""
 
   @abc.abstractmethod
-  def eval_outputs(self, model: nn.Module, params: Any, batch: Batch, config: Config) -> Any:
-    """What one eval batch contributes (masked examples contribute nothing)."""
+  def eval_outputs(self, model: nn.Module, variables: dict[str, Any], batch: Batch,
+                   config: Config) -> Any:
+    """What one eval batch contributes (masked examples contribute nothing); `variables`
+    are the params and collections `model.apply` takes."""
 
   @abc.abstractmethod
   def evaluator(self, config: Config) -> Evaluator:

@@ -157,20 +157,22 @@ class Classification(base.Task):
         cutmix_switch_prob=a.cutmix_switch_prob, label_smoothing=a.label_smoothing)
     return {'image': images, 'targets': targets, 'label': batch['label']}
 
-  def loss(self, model, params, batch, rng, config):
-    logits = model.apply({'params': params}, batch['image'], train=True,
-                         rngs={'dropout': rng})
+  def loss(self, model, variables, batch, rng, config):
+    # Every collection besides the params (BatchNorm's statistics) moves with the batch.
+    mutable = [name for name in variables if name != 'params']
+    logits, collections = model.apply(variables, batch['image'], train=True,
+                                      rngs={'dropout': rng}, mutable=mutable)
     loss = jnp.mean(cross_entropy(logits, batch['targets']))
-    return loss, {'accuracy': jnp.mean(topk_correct(logits, batch['label'], 1))}
+    return loss, {'accuracy': jnp.mean(topk_correct(logits, batch['label'], 1))}, collections
 
-  def eval_outputs(self, model, params, batch, config):
+  def eval_outputs(self, model, variables, batch, config):
     """Sums of loss, top-1, top-5 and count over the unmasked examples.
 
     An example with views (`[B, V, ...]`, e.g. the test clips and crops of a video) is
     scored by its softmax averaged over them.
     """
     images = batch['image']
-    apply = lambda x: model.apply({'params': params}, x, train=False)
+    apply = lambda x: model.apply(variables, x, train=False)
     if images.ndim == len(models.input_shape(model)) + 1:
       logits = apply(images)
     else:

@@ -1,9 +1,11 @@
 """Orbax checkpoints: train states, the best params by an eval metric, standalone params.
 
 The only module that imports orbax. Layout under a run's workdir:
-  checkpoints/<step>/  the latest `keep` train states (params, opt_state, rng, step).
-  best/<step>/         the params of the best evaluation by the task's metric (e.g. the
-                       highest top-1); `restore_params` (and so `init_from`) reads it.
+  checkpoints/<step>/  the latest `keep` train states (params, opt_state, rng, step, and
+                       `model_state` for a model with collections such as BatchNorm's).
+  best/<step>/         the weights of the best evaluation by the task's metric (e.g. the
+                       highest top-1): the params, or the variables dict of a model with
+                       collections; `restore_params` (and so `init_from`) reads it.
   corrupt/             checkpoints that failed their integrity record, moved aside.
 Every step directory ends with an integrity record (`integrity.json`: each file's size
 and SHA-256, and for best/ the metric). A directory that fails its record is never
@@ -223,7 +225,7 @@ class Checkpointer:
 
     Args:
       step: the step evaluated.
-      params: its params.
+      params: its weights (`TrainState.weights()`: the params, or the variables dict).
       value: its eval metric (`best_metric`).
     """
     better = broadcast(int(self.best_value is None
@@ -252,11 +254,13 @@ def restore_params(path: str) -> Any:
   """Reads params written by `save_params`, a run's `best/<step>`, or its `checkpoints/<step>`.
 
   Args:
-    path: the checkpoint directory (of a train state, its params are returned). One
-      with an integrity record is verified first.
+    path: the checkpoint directory (of a train state, its weights are returned: the
+      params, or with collections the variables dict). One with an integrity record is
+      verified first.
 
   Returns:
-    The params pytree as NumPy arrays (host memory, no device placement).
+    The params pytree (or variables dict) as NumPy arrays (host memory, no device
+    placement).
 
   Raises:
     CheckpointError: the directory fails its integrity record.
@@ -272,7 +276,9 @@ def restore_params(path: str) -> Any:
     restore_args = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     restored = ckptr.restore(path, restore_args=restore_args)
-  # A train state (TrainState's fields): its params.
+  # A train state (TrainState's fields, StatefulTrainState's): its weights.
   if set(restored) == {'step', 'params', 'opt_state', 'rng'}:
     return restored['params']
+  if set(restored) == {'step', 'params', 'opt_state', 'rng', 'model_state'}:
+    return {'params': restored['params'], **restored['model_state']}
   return restored

@@ -48,7 +48,7 @@ def eval_config(config: ml_collections.ConfigDict, data: tasks.DataSource,
   return changed
 
 
-def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, params,
+def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, variables,
              mesh: jax.sharding.Mesh, data: tasks.DataSource) -> dict[str, float]:
   """One pass over the eval split; padded examples count zero.
 
@@ -56,7 +56,7 @@ def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, param
     config: the run config (eval split and batch size).
     task: the task (its evaluator).
     eval_fn: the compiled eval step.
-    params: model params.
+    variables: the model's params and collections (`TrainState.variables()`).
     mesh: the device mesh.
     data: the data source.
 
@@ -70,7 +70,7 @@ def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, param
   # Closed on every path: its thread must not outlive the pass.
   with contextlib.closing(sharding.prefetch(source, mesh)) as it:
     for batch in it:
-      evaluator.add(eval_fn(params, batch))
+      evaluator.add(eval_fn(variables, batch))
       batches += 1
   if not batches:
     raise errors.RunError(f'The eval split {config.eval_split!r} gave no batches.')

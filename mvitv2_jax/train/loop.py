@@ -141,15 +141,15 @@ class TrainLoop:
     self.writer.scalars(done, scalars)
 
   def _save(self, done: int, state: TrainState):
-    if not bool(_all_finite(state.params)):
+    if not bool(_all_finite(state.variables())):
       raise self._diverged(f'The params are not finite after step {done}', done)
     self.ckpt.save(done, state)
     self._awaiting.add(done)
 
   def _evaluate(self, done: int, state: TrainState):
-    results = evaluation.evaluate(self.eval_config, self.task, self.eval_fn, state.params,
+    results = evaluation.evaluate(self.eval_config, self.task, self.eval_fn, state.variables(),
                                   self.mesh, self.data)
     log.info('step %d eval: %s', done, self.task.format_eval(results))
     self.writer.scalars(done, {f'eval/{k}': v for k, v in results.items()})
-    self.ckpt.save_best(done, state.params, results[self.task.best_metric])
+    self.ckpt.save_best(done, state.weights(), results[self.task.best_metric])
     self._window = (time.time(), self._window[1])  # Eval time is not training throughput.

@@ -6,6 +6,7 @@ the same ones, so a figure measured there is a figure of the trainer's own steps
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -46,7 +47,7 @@ class Programs:
     state: the abstract train state, carrying its shardings (what a restore needs).
     shardings: the train state's shardings.
     train_step: `(state, batch) -> (state, metrics)`, the state donated.
-    eval_step: `(params, batch) -> the task's eval outputs`.
+    eval_step: `(variables, batch) -> the task's eval outputs` (`TrainState.variables()`).
     steps_per_epoch: updates per pass over the train split (None without data sizes).
     total_steps: updates of the whole run (None without data sizes).
   """
@@ -75,7 +76,7 @@ class Programs:
 
   def lower_eval(self, batch_size: int) -> jax.stages.Lowered:
     """The eval step lowered for `batch_size` examples."""
-    return self.eval_step.lower(self.state.params, self.batch(batch_size, train=False))
+    return self.eval_step.lower(self.state.variables(), self.batch(batch_size, train=False))
 
   def initial_state(self) -> step_lib.TrainState:
     """The state at step 0, initialised directly in its shardings."""
@@ -99,16 +100,17 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   task = tasks.for_config(config)
   if data is None:
     epoch_steps = total_steps = None
-    schedule = lambda step: 0.0
+    group_schedule = lambda multiplier: (lambda step: 0.0)
   else:
     epoch_steps, total_steps = steps_per_epoch(config, data), num_train_steps(config, data)
-    schedule = optim.create_schedule(config, epoch_steps, total_steps)
-  tx = optim.create_optimizer(config, schedule)
+    group_schedule = functools.partial(optim.create_schedule, config, epoch_steps, total_steps)
+  schedule = group_schedule(1.0)
+  tx = optim.create_optimizer(config, schedule, group_schedule)
   model = task.create_model(config)
   state, shardings = step_lib.abstract_train_state(config, task, model, tx, mesh)
   return Programs(
       config=config, task=task, model=model, tx=tx, schedule=schedule, mesh=mesh,
       state=state, shardings=shardings,
       train_step=step_lib.make_train_step(config, task, model, tx, schedule, mesh, shardings),
-      eval_step=step_lib.make_eval_step(config, task, model, mesh, shardings.params),
+      eval_step=step_lib.make_eval_step(config, task, model, mesh, shardings.variables()),
       steps_per_epoch=epoch_steps, total_steps=total_steps)

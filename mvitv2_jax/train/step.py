@@ -1,4 +1,9 @@
-"""The train state and the jitted train and eval steps of any task."""
+"""The train state and the jitted train and eval steps of any task.
+
+A model with variable collections besides its params (BatchNorm's `batch_stats`) has them
+in the state, updated by every train step; under `jit` its batch statistics are those of
+the global batch, over every device (docs/training.md).
+"""
 
 import functools
 from typing import Any
@@ -19,20 +24,63 @@ from mvitv2_jax.train import sharding
 
 @flax.struct.dataclass
 class TrainState:
+  """The state of a model whose only variables are its params."""
   step: jax.Array  # int32 []: updates done so far.
   params: Any
   opt_state: Any
   rng: jax.Array  # Base key; each step folds its step number in.
 
+  def collections(self) -> dict[str, Any]:
+    """The model's variable collections besides 'params', by name."""
+    return {}
+
+  def variables(self) -> dict[str, Any]:
+    """What `model.apply` takes: `{'params': ..., **collections}`."""
+    return {'params': self.params, **self.collections()}
+
+  def with_variables(self, variables: dict[str, Any]) -> 'TrainState':
+    """This state with the model's variables (as `variables()` gives them) replaced."""
+    return self.replace(params=variables['params'])
+
+  def weights(self) -> Any:
+    """What best/ keeps and `convert.load_params` returns: the params alone."""
+    return self.params
+
+
+@flax.struct.dataclass
+class StatefulTrainState(TrainState):
+  """The state of a model with collections it updates while training (BatchNorm's).
+
+  A subclass, not a field of `TrainState`: the checkpoints of models without such
+  collections (MViT) keep TrainState's four fields, so that older ones restore.
+  """
+  model_state: Any  # Collection name -> its tree, e.g. {'batch_stats': ...}.
+
+  def collections(self) -> dict[str, Any]:
+    return dict(self.model_state)
+
+  def with_variables(self, variables: dict[str, Any]) -> 'StatefulTrainState':
+    return self.replace(params=variables['params'],
+                        model_state={k: v for k, v in variables.items() if k != 'params'})
+
+  def weights(self) -> Any:
+    """The variables dict, as `convert.load_params` returns it for such a model."""
+    return self.variables()
+
 
 def _state_init_fn(task: tasks.Task, model: nn.Module, tx: optax.GradientTransformation):
-  """`rng -> TrainState` at step 0."""
+  """`rng -> TrainState` at step 0 (a `StatefulTrainState` for a family with collections)."""
 
   def init(rng):
     params_rng, base_rng = jax.random.split(rng)
-    params = model.init({'params': params_rng}, *task.init_inputs(model), train=False)['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=base_rng)
+    variables = model.init({'params': params_rng}, *task.init_inputs(model), train=False)
+    params = variables['params']
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                 rng=base_rng)
+    collections = {name: variables[name] for name in models.family_of(model).state_collections}
+    if not collections:
+      return TrainState(**state)
+    return StatefulTrainState(**state, model_state=collections)
 
   return init
 
@@ -99,43 +147,57 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: tasks.Ta
     mesh: the device mesh.
 
   Returns:
-    The new state and scalars `loss`, the task's metrics, `lr`, `grad_norm`.
+    The new state (its collections, e.g. batch statistics, updated by each micro-batch in
+    turn) and scalars `loss`, the task's metrics, `lr`, `grad_norm`.
   """
   prepare_rng, loss_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
   # The whole batch is prepared (e.g. mixed) before it is split into micro-batches.
   batch = task.prepare_batch(prepare_rng, batch, config)
-  loss_fn = lambda params, batch, rng: task.loss(model, params, batch, rng, config)
+
+  def loss_fn(params, collections, batch, rng):
+    loss, aux, collections = task.loss(model, {'params': params, **collections}, batch, rng,
+                                       config)
+    return loss, (aux, collections)
+
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   k = config.optim.grad_accum_steps
   if k == 1:
-    (loss, aux), grads = grad_fn(state.params, batch, loss_rng)
+    (loss, (aux, collections)), grads = grad_fn(state.params, state.collections(), batch,
+                                                loss_rng)
   else:
     micro = jax.tree.map(lambda x: _split_micro_batches(x, k, mesh), batch)
 
     def accumulate(carry, xs):
+      collections, sums = carry
       i, micro_batch = xs
-      (loss, aux), grads = grad_fn(state.params, micro_batch, jax.random.fold_in(loss_rng, i))
-      return jax.tree.map(jnp.add, carry, (loss, aux, grads)), None
+      (loss, (aux, collections)), grads = grad_fn(
+          state.params, collections, micro_batch, jax.random.fold_in(loss_rng, i))
+      return (collections, jax.tree.map(jnp.add, sums, (loss, aux, grads))), None
 
-    (loss_shape, aux_shape), _ = jax.eval_shape(
-        grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), loss_rng)
+    (loss_shape, (aux_shape, _)), _ = jax.eval_shape(
+        grad_fn, state.params, state.collections(), jax.tree.map(lambda x: x[0], micro),
+        loss_rng)
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
                          (loss_shape, aux_shape, state.params))
-    sums, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(k), micro))
+    (collections, sums), _ = jax.lax.scan(accumulate, (state.collections(), zeros),
+                                          (jnp.arange(k), micro))
     loss, aux, grads = jax.tree.map(lambda s: s / k, sums)
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-      step=state.step + 1, params=optax.apply_updates(state.params, updates),
-      opt_state=opt_state)
+  new_state = state.with_variables(
+      {'params': optax.apply_updates(state.params, updates), **collections}).replace(
+          step=state.step + 1, opt_state=opt_state)
   return new_state, {'loss': loss, **aux, 'lr': schedule(state.step),
                      'grad_norm': optax.tree.norm(grads)}
 
 
-def eval_step(params: Any, batch: dict[str, jax.Array], *, task: tasks.Task,
+def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, task: tasks.Task,
               model: nn.Module, config: ml_collections.ConfigDict) -> Any:
-  """The task's outputs of one eval batch (padding examples, `mask` False, count nothing)."""
-  return task.eval_outputs(model, params, batch, config)
+  """The task's outputs of one eval batch (padding examples, `mask` False, count nothing).
+
+  `variables` is `TrainState.variables()`: BatchNorm normalises by its running statistics.
+  """
+  return task.eval_outputs(model, variables, batch, config)
 
 
 def make_train_step(config, task, model, tx, schedule, mesh, state_shardings):
@@ -161,7 +223,7 @@ def make_train_step(config, task, model, tx, schedule, mesh, state_shardings):
       donate_argnums=(0,))
 
 
-def make_eval_step(config, task, model, mesh, params_shardings):
+def make_eval_step(config, task, model, mesh, variables_shardings):
   """`eval_step` jitted once.
 
   Args:
@@ -169,14 +231,14 @@ def make_eval_step(config, task, model, mesh, params_shardings):
     task: the task.
     model: the Flax module.
     mesh: the device mesh.
-    params_shardings: the params pytree of shardings.
+    variables_shardings: the shardings of `TrainState.variables()`.
 
   Returns:
-    `(params, batch) -> outputs` (see `eval_step`).
+    `(variables, batch) -> outputs` (see `eval_step`).
   """
   return jax.jit(
       functools.partial(eval_step, task=task, model=model, config=config),
-      in_shardings=(params_shardings, sharding.data_sharding(mesh)),
+      in_shardings=(variables_shardings, sharding.data_sharding(mesh)),
       out_shardings=sharding.replicated(mesh))
 
 

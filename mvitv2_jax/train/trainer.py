@@ -115,18 +115,20 @@ def _checkpointer(config, workdir: str, task: tasks.Task) -> checkpointing.Check
                                     task.higher_is_better)
 
 
-def _load_init_params(config: ml_collections.ConfigDict, params_shardings: Any) -> Any:
-  """Params from `config.init_from`, placed in `params_shardings`.
+def _load_init_variables(config: ml_collections.ConfigDict, variables_shardings: Any) -> Any:
+  """The model's variables from `config.init_from`, placed in `variables_shardings`.
 
-  The converter checks every shape against the model and, with
-  `init_drop_head`, initialises a fresh head itself. 'pretrained:NAME' is a released
-  checkpoint's original file, downloaded into the cache once.
+  The converter checks every shape against the model (BatchNorm's running statistics
+  included) and, with `init_drop_head`, initialises a fresh head itself.
+  'pretrained:NAME' is a released checkpoint's original file, downloaded into the cache
+  once.
   """
   loaded = convert.load_params(
       pretrained.resolve(config.init_from), config.model, num_classes=config.num_classes,
       image_size=config.image_size, drop_head=config.init_drop_head,
       inflate=config.init_inflate, seed=config.seed, **config.model_overrides.to_dict())
-  return jax.device_put(loaded, params_shardings)
+  variables = loaded if convert.is_variables(loaded) else {'params': loaded}
+  return jax.device_put(variables, variables_shardings)
 
 
 def _compiled_eval_step(programs: programs_lib.Programs, eval_config):
@@ -142,7 +144,7 @@ def _evaluate_only(config, workdir, mesh, data, make_writer) -> dict[str, float]
   """Evaluates `init_from` weights, or else the workdir's latest checkpoint."""
   programs = programs_lib.build(config, mesh, None)
   if config.init_from:
-    params = _load_init_params(config, programs.shardings.params)
+    variables = _load_init_variables(config, programs.shardings.variables())
     step = 0
   else:
     _check_resumed_config(config, workdir)
@@ -152,11 +154,11 @@ def _evaluate_only(config, workdir, mesh, data, make_writer) -> dict[str, float]
       ckpt.close()
       raise errors.ConfigError(
           f'mode=eval needs config.init_from or a checkpoint in {workdir}/checkpoints')
-    params = ckpt.restore(step, programs.state).params
+    variables = ckpt.restore(step, programs.state).variables()
     ckpt.close()
   eval_config = evaluation.eval_config(config, data, mesh.size)
   eval_fn = _compiled_eval_step(programs, eval_config)
-  results = evaluation.evaluate(eval_config, programs.task, eval_fn, params, mesh, data)
+  results = evaluation.evaluate(eval_config, programs.task, eval_fn, variables, mesh, data)
   log.info('Eval of %s: %s', config.init_from or f'step {step}', results)
   writer = make_writer(workdir)
   writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
@@ -181,8 +183,9 @@ def _train(config, workdir, mesh, data, make_writer):
       else:
         state = programs.initial_state()
         if config.init_from:
-          log.info('Initialising params from %s.', config.init_from)
-          state = state.replace(params=_load_init_params(config, programs.shardings.params))
+          log.info('Initialising the model from %s.', config.init_from)
+          state = state.with_variables(
+              _load_init_variables(config, programs.shardings.variables()))
       start_step = int(state.step)
       log.info('Training steps %d..%d (%d per epoch) on %d devices.',
                start_step, total_steps, epoch_steps, mesh.size)

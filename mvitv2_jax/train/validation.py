@@ -108,12 +108,6 @@ def validate(config: ml_collections.ConfigDict):
   problem = fields.one_of(models.model_names())(config.get('model'))
   if problem:
     raise ConfigError(f'config.model = {config.get("model")!r}: {problem}')
-  family = models.family_of(config.model)
-  if family.state_collections:
-    raise ConfigError(
-        f'config.model = {config.model!r}: the trainer does not carry the '
-        f'{"/".join(family.state_collections)} of the {family.name} family yet; its models '
-        'convert and run (docs/models.md)')
   flat, checks = fields.flatten(config, with_sections=True), _checks(config)
   for name in sorted(set(flat) - set(checks)):
     raise ConfigError(unknown_field_message(name))

@@ -24,23 +24,27 @@ def eight_device_mesh() -> jax.sharding.Mesh:
 
 
 def one_step(config, mesh):
-  """((params, loss) after one train step of `config` on `mesh`, sharded state leaves)."""
+  """((variables, loss) after one train step of `config` on `mesh`, sharded state leaves).
+
+  The variables are `{'params': ...}` and the model's collections (BatchNorm's statistics).
+  """
   with jax.set_mesh(mesh):
     programs = programs_lib.build(config, mesh, synthetic_data)
     sharded = sum(not s.is_fully_replicated for s in jax.tree.leaves(programs.shardings))
     batch = next(synthetic_data.create_train_iterator(config))
     state, metrics = programs.train_step(programs.initial_state(),
                                          sharding.host_to_global(batch, mesh))
-    return jax.device_get((state.params, metrics['loss'])), sharded
+    return jax.device_get((state.variables(), metrics['loss'])), sharded
 
 
-def eval_sums(config, mesh, params):
-  """The eval step's sums on the first synthetic eval batch, on `mesh`."""
+def eval_sums(config, mesh, variables):
+  """The eval step's sums on the first synthetic eval batch, on `mesh` (`variables` as
+  `one_step` gives them)."""
   with jax.set_mesh(mesh):
     programs = programs_lib.build(config, mesh, synthetic_data)
     batch = next(synthetic_data.create_eval_iterator(config))
-    return jax.device_get(programs.eval_step(jax.device_put(params, programs.shardings.params),
-                                             sharding.host_to_global(batch, mesh)))
+    variables = jax.device_put(variables, programs.shardings.variables())
+    return jax.device_get(programs.eval_step(variables, sharding.host_to_global(batch, mesh)))
 
 
 def max_diff(a, b) -> float:

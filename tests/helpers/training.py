@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import ml_collections
 import tensorflow_datasets as tfds
 
 from configs import default
@@ -39,6 +40,23 @@ def tiny_config(**overrides):
   config.log_every_steps = 5
   config.checkpoint_every_steps = 5
   config.eval_every_steps = -1
+  apply_overrides(config, overrides)
+  return config
+
+
+# Tiny members of the BatchNorm families (ResTv2, LITv2) at tiny_config's 32x32: the
+# shapes of tests/golden/{rest,lit}/tiny_{restv2,litv2}.pth.
+TINY_BATCHNORM = {
+    'restv2_demo': dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 2, 1)),
+    'litv2_demo': dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 2, 1)),
+}
+
+
+def tiny_batchnorm_config(model: str, **overrides):
+  """`tiny_config` with a model of `TINY_BATCHNORM` in place of the MViTv2."""
+  config = tiny_config()
+  config.model = model
+  config.model_overrides = ml_collections.ConfigDict(TINY_BATCHNORM[model])
   apply_overrides(config, overrides)
   return config
 

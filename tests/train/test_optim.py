@@ -113,3 +113,48 @@ def test_sgd_is_torch_nesterov_with_l2_on_decayed_params():
 def test_unknown_optimizer_is_refused():
   with pytest.raises(ValueError, match="optim.name must be 'adamw' or 'sgd'"):
     optim.create_optimizer(_config(**{'optim.name': 'lamb'}), lambda _: 0.1)
+
+
+LIT = models.family_of('lit_s')
+
+
+def test_lit_offset_conv_weights_train_at_a_hundredth():
+  # The official param groups: conv_offset's weight at 0.01x; its bias is 1-D (no-decay
+  # group, full rate), as is everything else.
+  shapes = jax.eval_shape(models.create_model('litv2_s', depths=(1, 1, 1, 1)).init,
+                          jax.random.key(0), jnp.zeros((1, 64, 64, 3)))['params']
+  flat = {'/'.join(k.key for k in path): m for path, m in
+          jax.tree_util.tree_leaves_with_path(optim.lr_multipliers(shapes, LIT))}
+  slow = sorted(name for name, m in flat.items() if m != 1.0)
+  assert slow == [f'layers_{i}/downsample/dconv/conv_offset/kernel' for i in range(3)]
+  assert {flat[name] for name in slow} == {0.01}
+  assert flat['layers_0/downsample/dconv/conv_offset/bias'] == 1.0
+  assert optim.lr_multipliers(_params(), MVIT) == jax.tree.map(lambda _: 1.0, _params())
+
+
+def test_multiplied_group_steps_at_its_own_rate():
+  config = _config(model='lit_s', **{'optim.grad_clip_norm': 0.0})
+  conv = {'kernel': jnp.full((2, 2, 4, 8), 2.0)}
+  params = {'dconv': {'conv_offset': conv, 'kernel': conv['kernel']}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  tx = optim.create_optimizer(config, lambda _: 1e-3)  # Default groups: m * schedule.
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # AdamW's whole step (decay included) is the group's rate times the same direction.
+  np.testing.assert_allclose(updates['dconv']['conv_offset']['kernel'],
+                             0.01 * updates['dconv']['kernel'], rtol=1e-6)
+  # With a group schedule, that schedule drives the group.
+  tx = optim.create_optimizer(config, lambda _: 1e-3, lambda m: (lambda _: 0.0))
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert not np.any(updates['dconv']['conv_offset']['kernel'])
+  assert np.all(updates['dconv']['kernel'] < 0)
+
+
+def test_group_schedule_multiplies_only_the_peak():
+  # timm's schedulers: each group warms up from the same start to its own peak and
+  # decays to the same end.
+  base = optim.create_schedule(_config(), steps_per_epoch=10, total_steps=3000)
+  group = optim.create_schedule(_config(), steps_per_epoch=10, total_steps=3000,
+                                peak_multiplier=0.01)
+  assert float(group(0)) == pytest.approx(float(base(0)))
+  assert float(group(700)) == pytest.approx(0.01 * float(base(700)), rel=1e-6)
+  assert float(group(3000)) == pytest.approx(float(base(3000)), rel=1e-5)

@@ -89,9 +89,6 @@ def test_tiny_test_config_is_valid():
                                            r"\['remat_polcy'\]"),
     ({'init_drop_head': True}, r'init_drop_head = True needs config.init_from'),
     ({'init_from': '/no/such/ckpt'}, r"config.init_from = '/no/such/ckpt': no such file"),
-    ({'model': 'rest_lite'}, r"config.model = 'rest_lite': the trainer does not carry the "
-                             r"batch_stats of the rest family yet"),
-    ({'model': 'litv2_s'}, r"config.model = 'litv2_s': the trainer does not carry"),
 ])
 def test_bad_field_is_one_line(overrides, message):
   with pytest.raises(ConfigError, match=message) as e:

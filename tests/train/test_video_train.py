@@ -77,7 +77,7 @@ def test_multi_view_eval_averages_softmax_over_views():
   labels = jnp.array([1, 2, 3])
   mask = jnp.array([True, True, False])
   sums = jax.jit(functools.partial(step_lib.eval_step, task=task, model=model, config=config))(
-      params, {'image': clips, 'label': labels, 'mask': mask})
+      {'params': params}, {'image': clips, 'label': labels, 'mask': mask})
   logits = jax.jit(lambda x: model.apply({'params': params}, x))(clips.reshape(6, 4, 16, 16, 3))
   probs = jnp.mean(jax.nn.softmax(logits.reshape(3, 2, -1)), axis=1)
   expected = classification.eval_sums(jnp.log(probs), labels, mask)

@@ -26,6 +26,9 @@ FAMILY = registry.register(registry.Family(
     image_size_rule=image_size_rule,
     describe=describe,
     state_collections=('batch_stats',),
+    # OFFSET_LR_MULTI / dconv_lr_ratio: the offset convs' weight (not their bias, a 1-D
+    # param of the no-decay group) at 0.01x.
+    lr_multipliers=((r'conv_offset/kernel$', 0.01),),
     position_params=('relative_position_bias_table', 'pos_embed1', 'pos_embed2', 'pos_embed3',
                      'pos_embed4', 'cls_token'),
 ))

@@ -48,7 +48,8 @@ class DeformConv(nn.Module):
 
   Params `kernel` [k, k, C, O], `bias` [O], `conv_offset/{kernel, bias}` (2 k^2 offsets,
   (dy, dx) per tap). The original trains the offset conv's weight at 0.01x the learning rate
-  (`OFFSET_LR_MULTI`, `dconv_lr_ratio`): an optimizer setting, not the model's.
+  (`OFFSET_LR_MULTI`, `dconv_lr_ratio`): the family's `lr_multipliers`, applied by the
+  optimizer.
   """
   features: int
   kernel_size: int

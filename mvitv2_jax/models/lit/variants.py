@@ -14,4 +14,7 @@ VARIANTS = {
     'litv2_s': dict(_S, version=2),
     'litv2_m': dict(_M, version=2),
     'litv2_b': dict(_B, version=2),
+    # A small model for the demo data (64x64 images, 10 classes) and tests.
+    'litv2_demo': dict(version=2, embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8),
+                       depths=(1, 1, 2, 1), image_size=64, num_classes=10),
 }

@@ -14,4 +14,7 @@ VARIANTS = {
     'restv2_base': dict(version=2, depths=(1, 3, 16, 3)),
     'restv2_large': dict(version=2, embed_dims=(128, 256, 512, 1024), num_heads=(2, 4, 8, 16),
                          depths=(2, 3, 16, 2)),
+    # A small model for the demo data (64x64 images, 10 classes) and tests.
+    'restv2_demo': dict(version=2, embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1),
+                        image_size=64, num_classes=10),
 }

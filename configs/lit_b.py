@@ -1,0 +1,15 @@
+"""LIT-B on ImageNet-1K from scratch (the LIT recipe of configs/lit_s.py).
+
+  python main.py --config=configs/lit_b.py --workdir=runs/lit_b
+
+Expected top-1: 83.4 (official README).
+"""
+
+from configs import lit_s
+
+
+def get_config():
+  config = lit_s.get_config()
+  config.model = 'lit_b'
+  config.drop_path_rate = 0.5
+  return config

@@ -1,0 +1,15 @@
+"""LITv2-M on ImageNet-1K from scratch (the LIT recipe of configs/lit_s.py).
+
+  python main.py --config=configs/litv2_m.py --workdir=runs/litv2_m
+
+Expected top-1: 83.3 (official README).
+"""
+
+from configs import lit_s
+
+
+def get_config():
+  config = lit_s.get_config()
+  config.model = 'litv2_m'
+  config.drop_path_rate = 0.3
+  return config
