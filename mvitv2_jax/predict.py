@@ -246,9 +246,9 @@ def main(argv=None) -> int:
     return 1
   label_set = row.label_set if row is not None else 'imagenet-1k'
   names = pretrained.labels.names(label_set, args.num_classes)
-  forward = jax.jit(lambda p, x: jax.nn.softmax(model.apply({'params': p}, x)))
+  forward = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x)))
   for path, image in zip(args.images, images):
-    probs = np.asarray(forward(params, image[None]))[0]
+    probs = np.asarray(forward(convert.as_variables(params), image[None]))[0]
     print(path)
     for label in np.argsort(-probs)[:args.top_k]:
       print(f'  {probs[label]:7.2%}  {names[label]}')

@@ -3,6 +3,7 @@
 import io
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,6 +11,7 @@ from PIL import ImageOps
 import tensorflow as tf
 
 from mvitv2_jax import convert
+from mvitv2_jax import models
 from mvitv2_jax import predict
 from mvitv2_jax.data import imagenet
 from tests.helpers import golden
@@ -156,3 +158,25 @@ def test_hostile_images_fail_from_the_header(tmp_path, case, pattern):
   assert pattern in result.error_lines[0], result.error_lines
   # TensorFlow's import alone takes about 700 MB.
   assert result.peak_rss_mb < 1000, result.peak_rss_mb
+
+
+def test_predict_runs_a_batch_norm_family_on_its_running_statistics(tmp_path, capsys):
+  # A ResT/LIT file converts to params and batch_stats; predict applies both.
+  model = models.create_model('litv2_demo')
+  variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+  stats = jax.tree.map(lambda x: x + 0.5, variables['batch_stats'])  # Not the init values.
+  variables = {'params': variables['params'], 'batch_stats': stats}
+  checkpoint = tmp_path / 'litv2_demo.safetensors'
+  golden.write_safetensors(checkpoint, convert.params_to_state_dict(variables, 'litv2_demo'))
+  jpeg = tmp_path / 'photo.jpg'
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                  ).save(jpeg)
+  capsys.readouterr()
+  assert predict.main(['--model', 'litv2_demo', '--checkpoint', str(checkpoint),
+                       '--num_classes', '10', '--image_size', '64', '--crop_pct', '1.0',
+                       '--top_k', '10', str(jpeg)]) == 0
+  printed = {int(line.split('class ')[1]): float(line.split('%')[0]) / 100
+             for line in capsys.readouterr().out.splitlines()[1:]}
+  image = predict.load_image(str(jpeg), 64, 1.0)
+  want = np.asarray(jax.nn.softmax(model.apply(variables, image[None])))[0]
+  np.testing.assert_allclose([printed[i] for i in range(10)], want, atol=1e-4)

@@ -255,6 +255,11 @@ def is_variables(tree: Any) -> bool:
       isinstance(v, dict) for v in tree.values())
 
 
+def as_variables(tree: Any) -> dict[str, Any]:
+  """What `model.apply` takes, from params alone or a variables dict (`load_params`)."""
+  return tree if is_variables(tree) else {'params': tree}
+
+
 def inflate_state_dict(state_dict: dict[str, np.ndarray], model: nn.Module, *,
                        seed: int = 0) -> dict[str, np.ndarray]:
   """An image checkpoint as one for the video `model`, by the family's inflation hook."""

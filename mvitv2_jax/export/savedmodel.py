@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvitv2_jax import convert
 from mvitv2_jax import models
 from mvitv2_jax.models import layers
 from mvitv2_jax.pretrained import table
@@ -65,7 +66,7 @@ def write(out: str, model: nn.Module, params: Any, spec: table.Preprocessing,
   Args:
     out: the SavedModel directory.
     model: a model built with `stablehlo.kernel_overrides(platforms)`.
-    params: its params.
+    params: its params, or its variables (`convert.load_params` of a BatchNorm family).
     spec: the preprocessing `serving_default` applies (`spec.crop` = the model's size).
     platforms: of 'cpu', 'cuda', 'tpu'.
   """
@@ -77,11 +78,12 @@ def write(out: str, model: nn.Module, params: Any, spec: table.Preprocessing,
   raw = [None, *example[:-3], None, None, 3]
   with _erf_spelled_out():
     forward = jax2tf.convert(
-        lambda p, x: model.apply({'params': p}, x), with_gradient=False,
+        lambda v, x: model.apply(v, x), with_gradient=False,
         polymorphic_shapes=[None, '(b, ' + ', '.join(map(str, example)) + ')'],
         native_serialization_platforms=tuple(platforms))
     module = tf.Module()
-    module.params = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), params)
+    module.params = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False),
+                                          convert.as_variables(params))
 
     @tf.function(input_signature=[tf.TensorSpec(raw, tf.uint8, name='images')],
                  autograph=False)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mvitv2_jax import convert
 from mvitv2_jax import models
 from mvitv2_jax.ops import platform as ops_platform
 
@@ -46,7 +47,7 @@ def export(model: nn.Module, params: Any,
 
   Args:
     model: a model built with `kernel_overrides(platforms)`.
-    params: its params.
+    params: its params, or its variables (`convert.load_params` of a BatchNorm family).
     platforms: of 'cpu', 'cuda', 'tpu'.
 
   Returns:
@@ -59,5 +60,6 @@ def export(model: nn.Module, params: Any,
   if nbytes > MAX_WEIGHT_BYTES:
     raise ValueError(f'{nbytes / 2**30:.2f} GiB of weights do not fit a serialized StableHLO '
                      'artifact (2 GiB); export a SavedModel instead (--format savedmodel)')
-  forward = jax.jit(lambda x: model.apply({'params': params}, x))
+  variables = convert.as_variables(params)
+  forward = jax.jit(lambda x: model.apply(variables, x))
   return jax.export.export(forward, platforms=tuple(platforms))(input_spec(model))

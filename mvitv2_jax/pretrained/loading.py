@@ -154,11 +154,11 @@ def create_model(name: str, num_classes: int | None = None, **overrides):
     num_classes: another head width starts a fresh head.
     **overrides: config fields (e.g. dtype='bfloat16', image_size=384).
   """
-  from mvitv2_jax import models  # pylint: disable=g-import-not-at-top (cycle)
+  from mvitv2_jax import convert, models  # pylint: disable=g-import-not-at-top (cycle)
   row = get(name)
   fields = model_config_overrides(name, **overrides)
   if num_classes is not None:
     fields['num_classes'] = num_classes
   params = load_pretrained(name, num_classes=fields['num_classes'], **overrides)
   module = models.create_model(row.model, **fields)
-  return module.bind({'params': params})
+  return module.bind(convert.as_variables(params))

@@ -127,7 +127,7 @@ def _load_init_variables(config: ml_collections.ConfigDict, variables_shardings:
       pretrained.resolve(config.init_from), config.model, num_classes=config.num_classes,
       image_size=config.image_size, drop_head=config.init_drop_head,
       inflate=config.init_inflate, seed=config.seed, **config.model_overrides.to_dict())
-  variables = loaded if convert.is_variables(loaded) else {'params': loaded}
+  variables = convert.as_variables(loaded)
   return jax.device_put(variables, variables_shardings)
 
 

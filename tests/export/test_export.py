@@ -14,6 +14,7 @@ from mvitv2_jax import models
 from mvitv2_jax import pretrained
 from mvitv2_jax.data import imagenet
 from mvitv2_jax.export import preprocess
+from mvitv2_jax.export import stablehlo
 from tests.helpers import golden
 from tests.helpers import weights_server
 
@@ -136,3 +137,14 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, capsys):
   with pytest.raises(SystemExit):
     export.main(['--model', 'mvitv2_t', '--pretrained', '--format', 'onnx', str(tmp_path / 'x')])
   assert 'invalid choice' in capsys.readouterr().err
+
+
+def test_stablehlo_of_a_batch_norm_family_uses_its_running_statistics():
+  model = models.create_model('litv2_demo', **stablehlo.kernel_overrides(('cpu',)))
+  inputs = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+  variables = jax.jit(model.init)(jax.random.key(0), inputs[:1])
+  variables = {'params': variables['params'],
+               'batch_stats': jax.tree.map(lambda x: x + 0.5, variables['batch_stats'])}
+  exported = stablehlo.export(model, variables, ('cpu',))
+  want = np.asarray(jax.jit(model.apply)(variables, inputs))
+  np.testing.assert_allclose(np.asarray(exported.call(inputs)), want, rtol=0, atol=TOLERANCE)
