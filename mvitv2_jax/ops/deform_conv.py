@@ -28,11 +28,6 @@ from mvitv2_jax.ops import platform
 
 Array = jax.Array
 
-# What 'auto' resolves to per platform (docs/kernels.md has the measurements). The entry
-# platform.py's AUTO_KERNELS holds; setdefault keeps platform.py's once it names the op.
-AUTO_KERNELS = {'cpu': 'gather', 'tpu': 'one_hot', 'default': 'gather'}
-platform.AUTO_KERNELS.setdefault('deform_conv', AUTO_KERNELS)
-
 
 def sample_positions(offsets: Array, kernel: tuple[int, int], strides: tuple[int, int],
                      padding: tuple[int, int]) -> tuple[Array, Array]:
@@ -115,7 +110,7 @@ def deform_conv(x: Array, offsets: Array, kernel: Array, bias: Array, *,
     bias: [O].
     strides: (sh, sw).
     padding: (ph, pw), zeros: samples outside the map read zero.
-    impl: 'auto' (per platform: `AUTO_KERNELS`), 'gather' or 'one_hot'.
+    impl: 'auto' (per platform: `platform.AUTO_KERNELS`), 'gather' or 'one_hot'.
 
   Returns:
     [B, Ho, Wo, O] in x's dtype.

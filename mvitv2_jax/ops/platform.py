@@ -17,6 +17,8 @@ import jax
 AUTO_KERNELS = {
     'pool': {'cpu': 'slices', 'default': 'conv'},
     'attention': {'cpu': 'einsum', 'tpu': 'pallas', 'cuda': 'cudnn', 'default': 'xla'},
+    # TPU gathers of many C-wide rows are slow; the one-hot matmul runs on the MXU.
+    'deform_conv': {'cpu': 'gather', 'tpu': 'one_hot', 'default': 'gather'},
 }
 
 
