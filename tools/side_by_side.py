@@ -1,19 +1,27 @@
-r"""This MViTv2 and timm's PyTorch original, timed in turn on the same host.
+r"""A model of this package and its PyTorch original, timed in turn on the same host.
 
   python -m tools.side_by_side --torch_python /tmp/pt/bin/python --reuse_host_memory \
       --variant mvitv2_s --batch_size 8 --modes inference,train --rounds 16
+  python -m tools.side_by_side --torch_python /tmp/pt/bin/python --reuse_host_memory \
+      --variant rest_base --official_root /path/to/wofmanaf/ResT
+  python -m tools.side_by_side --torch_python /tmp/pt/bin/python --reuse_host_memory \
+      --variant lit_s --official_root /path/to/ziplab/LIT
 
 One worker process per framework builds its step (JAX: the trainer's own step for the
-variant's recipe, compiled, as `benchmark` runs it; PyTorch: timm's model in eager mode,
-with AdamW and global-norm clipping for a train step, drop path at the recipe's rate), warms it up, then runs one step per request. The driver asks them
+variant's recipe, compiled, as `benchmark` runs it; PyTorch: the original in eager mode,
+with AdamW and global-norm clipping for a train step, drop path at the recipe's rate),
+warms it up, then runs one step per request. The original of MViTv2 is timm's; that of
+ResT, ResTv2 and LIT is the official checkout given by `--official_root`, imported as
+the golden generators import it (`tests/golden/official_env.py`: timm's five helpers
+stubbed, and LIT's CUDA-only DCNv1 extension replaced by its pure-torch equivalent). The driver asks them
 in turn, the order alternating every round and with a pause before each step so that
 the idle worker's threads are asleep. Machine noise then falls on both alike; besides
 each side's median and best images/s, it reports the speed ratio (JAX over PyTorch) of
 each round's pair of steps, which is steadier than a ratio of two medians on a
 noisy host.
 
-The PyTorch side runs in an interpreter of its own with torch and timm (and the
-torchvision that timm imports), e.g.
+The PyTorch side runs in an interpreter of its own with torch, and for MViTv2 timm (and
+the torchvision that timm imports), e.g.
   python -m venv /tmp/pt && /tmp/pt/bin/pip install torch==2.13.0+cpu
   /tmp/pt/bin/pip install --no-deps torchvision==0.28.0 timm
   /tmp/pt/bin/pip install numpy pyyaml huggingface_hub safetensors pillow
@@ -37,6 +45,25 @@ TIMM_NAMES = {
     'mvitv2_l_cls': 'mvitv2_large_cls', 'mvitv2_h_cls': 'mvitv2_huge_cls',
 }
 _PAUSE_S = 0.5
+# The official code of the families timm does not have, built as the golden generators
+# (tests/golden/{rest,lit}/generate.py) build it: variant -> (folder of the checkout,
+# module, constructor, its keyword arguments).
+_LIT_S_M_B = os.path.join('classification', 'code_for_lit_s_m_b')
+OFFICIAL_MODELS = {
+    **{name: ('', 'models.rest', name, {})
+       for name in ('rest_lite', 'rest_small', 'rest_base', 'rest_large')},
+    **{name: ('', 'models.rest_v2', name, {})
+       for name in ('restv2_tiny', 'restv2_small', 'restv2_base', 'restv2_large')},
+    'lit_ti': (os.path.join('classification', 'code_for_lit_ti'), 'lit', 'lit_ti', {}),
+    'lit_s': (_LIT_S_M_B, 'models.lit', 'LIT',
+              dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24])),
+    'lit_m': (_LIT_S_M_B, 'models.lit', 'LIT',
+              dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24])),
+    'lit_b': (_LIT_S_M_B, 'models.lit', 'LIT',
+              dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32])),
+}
+_GOLDEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'tests', 'golden')
 # Keeps the op schemas `_import_timm` may declare: they go when this is collected.
 _torchvision_schemas = None
 
@@ -85,13 +112,29 @@ def _import_timm():
   return torch, timm
 
 
+def _official_model(args: argparse.Namespace):
+  """The official ResT / ResTv2 / LIT model of `args.variant`, from `args.official_root`."""
+  folder, module_name, constructor, kwargs = OFFICIAL_MODELS[args.variant]
+  sys.path.insert(0, _GOLDEN_DIR)
+  import official_env  # pylint: disable=g-import-not-at-top
+  is_lit = args.variant.startswith('lit')
+  module = official_env.import_official(os.path.join(args.official_root, folder), module_name,
+                                        dcn_returns_tuple=True if is_lit else None)
+  size = {'img_size': args.image_size} if is_lit else {}  # ResT takes any size unasked.
+  return getattr(module, constructor)(drop_path_rate=args.drop_path_rate, **size, **kwargs)
+
+
 def _torch_step(args: argparse.Namespace):
-  torch, timm = _import_timm()
+  if args.variant in TIMM_NAMES:
+    torch, timm = _import_timm()
+    model = timm.create_model(TIMM_NAMES[args.variant], drop_path_rate=args.drop_path_rate,
+                              img_size=args.image_size)
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    model = _official_model(args)
   torch.manual_seed(0)
   images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
   labels = torch.randint(0, 1000, (args.batch_size,))
-  model = timm.create_model(TIMM_NAMES[args.variant], drop_path_rate=args.drop_path_rate,
-                            img_size=args.image_size)
   banner = f'torch {torch.__version__} cpu threads {torch.get_num_threads()}'
   if args.mode == 'inference':
     model.eval()
@@ -168,13 +211,17 @@ def _worker_args(args: argparse.Namespace, mode: str, drop_path_rate: float) -> 
   return ['--variant', args.variant, '--batch_size', str(args.batch_size),
           '--image_size', str(args.image_size), '--mode', mode,
           '--drop_path_rate', str(drop_path_rate)] + (
-              ['--reuse_host_memory'] if args.reuse_host_memory else [])
+              ['--reuse_host_memory'] if args.reuse_host_memory else []) + (
+                  ['--official_root', args.official_root] if args.official_root else [])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  p.add_argument('--torch_python', help='An interpreter with torch and timm (see above).')
-  p.add_argument('--variant', default='mvitv2_s', choices=sorted(TIMM_NAMES))
+  p.add_argument('--torch_python',
+                 help='An interpreter with torch (and timm for MViTv2; see above).')
+  p.add_argument('--variant', default='mvitv2_s', choices=sorted({*TIMM_NAMES, *OFFICIAL_MODELS}))
+  p.add_argument('--official_root', default='',
+                 help='ResT / LIT variants: a checkout of wofmanaf/ResT or ziplab/LIT.')
   p.add_argument('--batch_size', type=int, default=8)
   p.add_argument('--image_size', type=int, default=224)
   p.add_argument('--modes', default='inference,train', help='inference and/or train.')
@@ -189,7 +236,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--drop_path_rate', type=float, default=0.0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if not args.worker and not args.torch_python:
-    p.error('--torch_python is required: an interpreter with torch and timm (see --help)')
+    p.error('--torch_python is required: an interpreter with torch (see --help)')
+  if args.variant in OFFICIAL_MODELS and not args.official_root:
+    p.error(f'--official_root is required for {args.variant}: a checkout of its official '
+            'code (see --help)')
   return args
 
 

@@ -40,3 +40,11 @@ def test_summary_pairs_the_rounds():
 def test_the_driver_needs_a_torch_interpreter():
   with pytest.raises(SystemExit):
     side_by_side.parse_args(['--modes', 'inference'])
+
+
+def test_an_official_family_needs_its_checkout():
+  with pytest.raises(SystemExit):
+    side_by_side.parse_args(['--torch_python', sys.executable, '--variant', 'rest_base'])
+  args = side_by_side.parse_args(['--torch_python', sys.executable, '--variant', 'lit_s',
+                                  '--official_root', '/src/LIT'])
+  assert side_by_side._worker_args(args, 'train', 0.1)[-2:] == ['--official_root', '/src/LIT']  # pylint: disable=protected-access
