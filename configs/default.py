@@ -65,6 +65,9 @@ def get_config():
   # are decayed. True excludes them too, as timm does.
   config.optim.no_decay_rel_pos_cls = False
   config.optim.grad_accum_steps = 1  # Micro-batches per update; batch_size stays the update size.
+  # > 0: also keep an exponential moving average of the variables (timm's ModelEma, updated
+  # after every update), evaluate it beside them and keep it in best/. MViTv2's recipe has none.
+  config.optim.ema_decay = 0.0
 
   # Schedule of the run.
   config.mode = 'train'  # 'train' or 'eval'.

@@ -1,4 +1,4 @@
-"""ResTv2-T on ImageNet-1K from scratch (official recipe, without its weight EMA).
+"""ResTv2-T on ImageNet-1K from scratch (official recipe).
 
   python main.py --config=configs/restv2_tiny.py --workdir=runs/restv2_tiny
 
@@ -8,9 +8,10 @@ ConvNeXt-based trainer's (wofmanaf/ResT TRAINING.md and main.py): AdamW, lr 1.5e
 256 images, 50 warmup epochs from 0, cosine to 1e-6 (not scaled by batch), weight decay
 0.05 on all but 1-D params, gradient clipping at norm 1, rand-m9-mstd0.5-inc1, random
 erasing 0.25, mixup 0.8 / cutmix 1.0, label smoothing 0.1, drop path 0.1, eval crop 1.0
-(`--crop_pct` default). NOTE: the original also keeps an EMA of the weights (decay
-0.9999) and reports it; this trainer keeps none. TRAINING.md gives the command of the
-Tiny only, so the other ResTv2 variants have no config here.
+(`--crop_pct` default), and a moving average of the weights and BatchNorm statistics at
+decay 0.9999 (`--model_ema true --model_ema_eval true`), evaluated beside them, reported,
+and kept in best/. TRAINING.md gives the command of the Tiny only, so the other ResTv2
+variants have no config here.
 """
 
 from configs import default
@@ -29,4 +30,5 @@ def get_config():
   config.optim.min_lr = 1.25e-7  # 1e-6 at batch 2048.
   config.optim.warmup_epochs = 50.0
   config.optim.grad_clip_norm = 1.0
+  config.optim.ema_decay = 0.9999
   return config

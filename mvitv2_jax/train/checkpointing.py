@@ -225,7 +225,7 @@ class Checkpointer:
 
     Args:
       step: the step evaluated.
-      params: its weights (`TrainState.weights()`: the params, or the variables dict).
+      params: its weights (`weights_of`: the params, or the variables dict).
       value: its eval metric (`best_metric`).
     """
     better = broadcast(int(self.best_value is None
@@ -276,9 +276,13 @@ def restore_params(path: str) -> Any:
     restore_args = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     restored = ckptr.restore(path, restore_args=restore_args)
-  # A train state (TrainState's fields, StatefulTrainState's): its weights.
-  if set(restored) == {'step', 'params', 'opt_state', 'rng'}:
-    return restored['params']
-  if set(restored) == {'step', 'params', 'opt_state', 'rng', 'model_state'}:
-    return {'params': restored['params'], **restored['model_state']}
+  # A train state (TrainState's fields, StatefulTrainState's): its weights, not the average.
+  if {'step', 'params', 'opt_state', 'rng'} <= set(restored):
+    return weights_of({'params': restored['params'], **(restored.get('model_state') or {})})
   return restored
+
+
+def weights_of(variables: dict[str, Any]) -> Any:
+  """What best/ keeps and `convert.load_params` returns: the params alone for a model that
+  has no other collections (MViT), else the variables dict."""
+  return variables['params'] if len(variables) == 1 else variables

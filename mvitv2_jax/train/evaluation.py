@@ -1,4 +1,9 @@
-"""One pass over the eval split, and the eval batch size a run uses."""
+"""One pass over the eval split, and the eval batch size a run uses.
+
+A run that keeps a moving average of its variables (`config.optim.ema_decay`) evaluates
+both; the average's metrics are prefixed `ema_`, and it is the average that best/ keeps,
+chosen by its own metric: what the recipes that keep one report.
+"""
 
 import contextlib
 import logging
@@ -81,3 +86,29 @@ def evaluate(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn, varia
     log.warning('%d examples of %r failed to decode and are not counted (named above).',
                 unreadable, config.eval_split)
   return {**evaluator.result(), 'unreadable': float(unreadable)}
+
+
+EMA_PREFIX = 'ema_'
+
+
+def best_metric(config: ml_collections.ConfigDict, task: tasks.Task) -> str:
+  """The eval metric that selects best/: the task's, of the average when the run keeps one."""
+  return (EMA_PREFIX if config.optim.ema_decay else '') + task.best_metric
+
+
+def evaluate_with_average(config: ml_collections.ConfigDict, task: tasks.Task, eval_fn,
+                          variables, averaged, mesh: jax.sharding.Mesh,
+                          data: tasks.DataSource) -> dict[str, float]:
+  """`evaluate` of `variables` and, unless None, of their moving average `averaged`."""
+  results = evaluate(config, task, eval_fn, variables, mesh, data)
+  if averaged is not None:
+    results.update({EMA_PREFIX + k: v for k, v in
+                    evaluate(config, task, eval_fn, averaged, mesh, data).items()})
+  return results
+
+
+def describe(task: tasks.Task, results: dict[str, float]) -> str:
+  """The task's eval line, with the average's after it."""
+  averaged = {k[len(EMA_PREFIX):]: v for k, v in results.items() if k.startswith(EMA_PREFIX)}
+  return task.format_eval(results) + (f'  | EMA: {task.format_eval(averaged)}' if averaged
+                                      else '')

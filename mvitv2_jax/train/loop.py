@@ -147,9 +147,12 @@ class TrainLoop:
     self._awaiting.add(done)
 
   def _evaluate(self, done: int, state: TrainState):
-    results = evaluation.evaluate(self.eval_config, self.task, self.eval_fn, state.variables(),
-                                  self.mesh, self.data)
-    log.info('step %d eval: %s', done, self.task.format_eval(results))
+    averaged = state.averaged_variables()
+    results = evaluation.evaluate_with_average(self.eval_config, self.task, self.eval_fn,
+                                               state.variables(), averaged, self.mesh, self.data)
+    log.info('step %d eval: %s', done, evaluation.describe(self.task, results))
     self.writer.scalars(done, {f'eval/{k}': v for k, v in results.items()})
-    self.ckpt.save_best(done, state.weights(), results[self.task.best_metric])
+    kept = state.variables() if averaged is None else averaged
+    self.ckpt.save_best(done, checkpointing.weights_of(kept),
+                        results[evaluation.best_metric(self.config, self.task)])
     self._window = (time.time(), self._window[1])  # Eval time is not training throughput.

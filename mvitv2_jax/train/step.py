@@ -42,19 +42,28 @@ class TrainState:
     """This state with the model's variables (as `variables()` gives them) replaced."""
     return self.replace(params=variables['params'])
 
-  def weights(self) -> Any:
-    """What best/ keeps and `convert.load_params` returns: the params alone."""
-    return self.params
+  def averaged_variables(self) -> dict[str, Any] | None:
+    """The moving average of `variables()` the run keeps, None when it keeps none."""
+    return None
+
+  def restart_average(self) -> 'TrainState':
+    """This state with its moving average, if it keeps one, set to its variables (a copy:
+    the train step donates both)."""
+    if self.averaged_variables() is None:
+      return self
+    return self.replace(ema=jax.tree.map(jnp.copy, self.variables()))
 
 
 @flax.struct.dataclass
 class StatefulTrainState(TrainState):
-  """The state of a model with collections it updates while training (BatchNorm's).
+  """The state of a run that keeps more than params: the model's collections (BatchNorm's)
+  and/or the variables' exponential moving average (`config.optim.ema_decay` > 0).
 
-  A subclass, not a field of `TrainState`: the checkpoints of models without such
-  collections (MViT) keep TrainState's four fields, so that older ones restore.
+  A subclass, not fields of `TrainState`: the checkpoints of MViT runs without an average
+  keep TrainState's four fields, so that older ones restore.
   """
-  model_state: Any  # Collection name -> its tree, e.g. {'batch_stats': ...}.
+  model_state: Any  # Collection name -> its tree, e.g. {'batch_stats': ...}; {} for none.
+  ema: Any = None  # The moving average of `variables()`, None when the run keeps none.
 
   def collections(self) -> dict[str, Any]:
     return dict(self.model_state)
@@ -63,13 +72,14 @@ class StatefulTrainState(TrainState):
     return self.replace(params=variables['params'],
                         model_state={k: v for k, v in variables.items() if k != 'params'})
 
-  def weights(self) -> Any:
-    """The variables dict, as `convert.load_params` returns it for such a model."""
-    return self.variables()
+  def averaged_variables(self) -> dict[str, Any] | None:
+    return self.ema
 
 
-def _state_init_fn(task: tasks.Task, model: nn.Module, tx: optax.GradientTransformation):
-  """`rng -> TrainState` at step 0 (a `StatefulTrainState` for a family with collections)."""
+def _state_init_fn(task: tasks.Task, model: nn.Module, tx: optax.GradientTransformation,
+                   ema_decay: float):
+  """`rng -> TrainState` at step 0 (a `StatefulTrainState` for a family with collections or
+  a run that averages the variables; the average starts as the initial variables)."""
 
   def init(rng):
     params_rng, base_rng = jax.random.split(rng)
@@ -78,9 +88,10 @@ def _state_init_fn(task: tasks.Task, model: nn.Module, tx: optax.GradientTransfo
     state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                  rng=base_rng)
     collections = {name: variables[name] for name in models.family_of(model).state_collections}
-    if not collections:
+    if not collections and not ema_decay:
       return TrainState(**state)
-    return StatefulTrainState(**state, model_state=collections)
+    ema = {'params': params, **collections} if ema_decay else None
+    return StatefulTrainState(**state, model_state=collections, ema=ema)
 
   return init
 
@@ -101,7 +112,8 @@ def abstract_train_state(
   Returns:
     The abstract state (what a restore needs) and its shardings.
   """
-  shapes = jax.eval_shape(_state_init_fn(task, model, tx), jax.random.PRNGKey(config.seed))
+  shapes = jax.eval_shape(_state_init_fn(task, model, tx, config.optim.ema_decay),
+                          jax.random.PRNGKey(config.seed))
   shardings = sharding.state_shardings(shapes, mesh, config.shard_params,
                                        models.family_of(model))
   return _abstract(shapes, shardings), shardings
@@ -116,7 +128,8 @@ def create_train_state(
   Arguments as for `abstract_train_state`.
   """
   _, shardings = abstract_train_state(config, task, model, tx, mesh)
-  init = jax.jit(_state_init_fn(task, model, tx), out_shardings=shardings)
+  init = jax.jit(_state_init_fn(task, model, tx, config.optim.ema_decay),
+                 out_shardings=shardings)
   return init(jax.random.PRNGKey(config.seed)), shardings
 
 
@@ -148,7 +161,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: tasks.Ta
 
   Returns:
     The new state (its collections, e.g. batch statistics, updated by each micro-batch in
-    turn) and scalars `loss`, the task's metrics, `lr`, `grad_norm`.
+    turn; its moving average, if kept, after the update, as timm's `ModelEma` does) and
+    scalars `loss`, the task's metrics, `lr`, `grad_norm`.
   """
   prepare_rng, loss_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
   # The whole batch is prepared (e.g. mixed) before it is split into micro-batches.
@@ -187,6 +201,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task: tasks.Ta
   new_state = state.with_variables(
       {'params': optax.apply_updates(state.params, updates), **collections}).replace(
           step=state.step + 1, opt_state=opt_state)
+  if config.optim.ema_decay:
+    decay = config.optim.ema_decay
+    new_state = new_state.replace(ema=jax.tree.map(
+        lambda average, new: decay * average + (1.0 - decay) * new, state.ema,
+        new_state.variables()))
   return new_state, {'loss': loss, **aux, 'lr': schedule(state.step),
                      'grad_norm': optax.tree.norm(grads)}
 

@@ -111,8 +111,8 @@ def _check_resumed_config(config: ml_collections.ConfigDict, workdir: str):
 
 
 def _checkpointer(config, workdir: str, task: tasks.Task) -> checkpointing.Checkpointer:
-  return checkpointing.Checkpointer(workdir, config.keep_checkpoints, task.best_metric,
-                                    task.higher_is_better)
+  return checkpointing.Checkpointer(workdir, config.keep_checkpoints,
+                                    evaluation.best_metric(config, task), task.higher_is_better)
 
 
 def _load_init_variables(config: ml_collections.ConfigDict, variables_shardings: Any) -> Any:
@@ -145,6 +145,7 @@ def _evaluate_only(config, workdir, mesh, data, make_writer) -> dict[str, float]
   programs = programs_lib.build(config, mesh, None)
   if config.init_from:
     variables = _load_init_variables(config, programs.shardings.variables())
+    averaged = None  # A weights file holds no average.
     step = 0
   else:
     _check_resumed_config(config, workdir)
@@ -154,12 +155,15 @@ def _evaluate_only(config, workdir, mesh, data, make_writer) -> dict[str, float]
       ckpt.close()
       raise errors.ConfigError(
           f'mode=eval needs config.init_from or a checkpoint in {workdir}/checkpoints')
-    variables = ckpt.restore(step, programs.state).variables()
+    state = ckpt.restore(step, programs.state)
+    variables, averaged = state.variables(), state.averaged_variables()
     ckpt.close()
   eval_config = evaluation.eval_config(config, data, mesh.size)
   eval_fn = _compiled_eval_step(programs, eval_config)
-  results = evaluation.evaluate(eval_config, programs.task, eval_fn, variables, mesh, data)
-  log.info('Eval of %s: %s', config.init_from or f'step {step}', results)
+  results = evaluation.evaluate_with_average(eval_config, programs.task, eval_fn, variables,
+                                             averaged, mesh, data)
+  log.info('Eval of %s: %s', config.init_from or f'step {step}',
+           evaluation.describe(programs.task, results))
   writer = make_writer(workdir)
   writer.scalars(step, {f'eval/{k}': v for k, v in results.items()})
   writer.close()
@@ -185,7 +189,7 @@ def _train(config, workdir, mesh, data, make_writer):
         if config.init_from:
           log.info('Initialising the model from %s.', config.init_from)
           state = state.with_variables(
-              _load_init_variables(config, programs.shardings.variables()))
+              _load_init_variables(config, programs.shardings.variables())).restart_average()
       start_step = int(state.step)
       log.info('Training steps %d..%d (%d per epoch) on %d devices.',
                start_step, total_steps, epoch_steps, mesh.size)

@@ -56,6 +56,7 @@ _CHECKS = {
     'optim.grad_clip_norm': fields.real_at_least(0),
     'optim.no_decay_rel_pos_cls': fields.boolean,
     'optim.grad_accum_steps': fields.int_at_least(1),
+    'optim.ema_decay': fields.real_in(0, 1, high_open=True),
     'mode': fields.one_of(_MODES),
     'init_from': fields.string,
     'init_drop_head': fields.boolean,

@@ -29,6 +29,8 @@ RESUMABLE_CHANGES = frozenset({
     'eval_crop_pct', 'num_eval_examples', 'data_dir', 'init_from', 'init_drop_head',
     'shard_params',
 })
+# Fields newer than some workdirs: absent from their config.json means this value.
+ADDED_FIELDS = {'optim.ema_decay': 0.0}
 
 
 class WorkdirLock:
@@ -87,6 +89,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
     raise ConfigMismatchError(f'{path} is unreadable ({e}); cannot tell which run the '
                               f'checkpoints in {workdir} belong to') from None
   current = config_fields.flatten(json.loads(_as_json(config)))
+  saved = {**ADDED_FIELDS, **saved}
   differs = [f'{k} {saved.get(k, "(unset)")!r} -> {current.get(k, "(unset)")!r}'
              for k in sorted(set(saved) | set(current))
              if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)]

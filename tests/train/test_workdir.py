@@ -72,3 +72,13 @@ def test_write_config_replaces_the_file_whole(tmp_path):
   workdir.write_config(training.tiny_config(batch_size=8), str(tmp_path))
   assert json.loads((tmp_path / 'config.json').read_text())['batch_size'] == 8
   assert sorted(os.listdir(tmp_path)) == ['config.json']
+
+
+def test_a_workdir_older_than_a_field_resumes_at_its_neutral_value(tmp_path):
+  workdir.write_config(training.tiny_config(), str(tmp_path))
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  del saved['optim']['ema_decay']  # As the trainer before the moving average wrote it.
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  workdir.check_config(training.tiny_config(), str(tmp_path))
+  with pytest.raises(ConfigMismatchError, match=r'optim.ema_decay 0.0 -> 0.999'):
+    workdir.check_config(training.tiny_config(**{'optim.ema_decay': 0.999}), str(tmp_path))
