@@ -129,10 +129,14 @@ def test_finetune_from_an_official_file_starts_from_its_params(tmp_path):
   # One family suffices: the trainer's path is the same for both.
   config = training.tiny_batchnorm_config(
       'litv2_demo', init_from=_official_file('litv2_demo'), init_drop_head=True,
-      num_train_steps=1, **{'optim.base_lr': 0.0, 'optim.warmup_start_lr': 0.0})
+      num_train_steps=1, **{'optim.base_lr': 0.0, 'optim.warmup_start_lr': 0.0,
+                            'optim.ema_decay': 0.5})
   state, _ = _run(tmp_path, config)
-  # A zero learning rate: the params are the file's, with a fresh head.
+  # A zero learning rate: the params are the file's, with a fresh head, and so is their
+  # moving average, which starts from the loaded weights.
   assert multidevice.max_diff(jax.device_get(state.params), _loaded(config)['params']) == 0
+  assert multidevice.max_diff(jax.device_get(state.averaged_variables()['params']),
+                              _loaded(config)['params']) == 0
 
 
 @pytest.mark.slow

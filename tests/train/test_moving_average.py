@@ -99,16 +99,3 @@ def test_a_run_evaluates_keeps_and_resumes_its_average(tmp_path, caplog):
   assert 'Resuming from the checkpoint of step 3.' in caplog.text
   assert multidevice.max_diff(jax.device_get(resumed.averaged_variables()),
                               jax.device_get(state.averaged_variables())) <= 1e-6
-
-
-def test_finetuning_starts_the_average_from_the_loaded_weights(tmp_path):
-  source = training.tiny_config(num_train_steps=2, checkpoint_every_steps=2)
-  _run(tmp_path / 'source', source)
-  loaded = checkpointing.restore_params(str(tmp_path / 'source' / 'checkpoints' / '2'))
-  config = training.tiny_config(
-      num_train_steps=1, init_from=str(tmp_path / 'source' / 'checkpoints' / '2'),
-      **{'optim.ema_decay': DECAY, 'optim.base_lr': 0.0, 'optim.warmup_start_lr': 0.0})
-  state, _ = _run(tmp_path / 'finetune', config)
-  # A zero learning rate: the weights stay the file's, and so does their average.
-  assert multidevice.max_diff(jax.device_get(state.averaged_variables())['params'],
-                              loaded) == 0
