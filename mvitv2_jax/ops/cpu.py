@@ -72,6 +72,14 @@ def _weighted_sum(taps: list[Array], weights: Array) -> Array:
   return sum(tap.astype(jnp.float32) * weights[t] for t, tap in enumerate(taps))
 
 
+def _reduced_weighted_sum(taps: list[Array], weights: Array) -> Array:
+  """`_weighted_sum` as one reduction over the stacked taps: XLA writes its output out
+  rather than fusing the sum into every consumer."""
+  weights = weights.astype(jnp.float32).reshape(-1, weights.shape[-1])
+  stacked = jnp.stack([tap.astype(jnp.float32) for tap in taps], axis=-2)
+  return jnp.sum(stacked * weights, axis=-2)
+
+
 def _one_loop(x: Array) -> Array:
   """`x`, through an identity select (NaN in, NaN out) that YNNPACK fusions do not take.
 
@@ -88,8 +96,11 @@ def depthwise_pool(x: Array, weights: Array, strides: tuple[int, ...]) -> Array:
   Same products and sums as the conv, in another order. The custom gradient keeps only
   `x` for the backward pass, where automatic differentiation would keep every tap.
   """
-  pooled = _weighted_sum(_pool_taps(x, strides, weights.shape[:-2], 0.0), weights)
-  return _one_loop(pooled).astype(x.dtype)
+  kernel = weights.shape[:-2]
+  taps = _pool_taps(x, strides, kernel, 0.0)
+  # A wide kernel's fused sum is recomputed inside each tap's weight-gradient fusion.
+  sum_taps = _reduced_weighted_sum if max(kernel) > 3 else _weighted_sum
+  return _one_loop(sum_taps(taps, weights)).astype(x.dtype)
 
 
 def _depthwise_pool_fwd(x, weights, strides):

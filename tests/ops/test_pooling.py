@@ -28,11 +28,12 @@ def _grads(x, weights, mode, kernel, strides, impl):
 
 @pytest.mark.parametrize('mode', ['conv', 'max'])
 @pytest.mark.parametrize('size,stride,kernel', [(8, 1, 3), (7, 2, 3), (9, 4, 3), (8, 2, 3),
-                                                (6, 3, 5)])
+                                                (6, 3, 5), (16, 4, 5), (17, 8, 9)])
 @pytest.mark.parametrize('batch', [2, 11, 12])  # The weight gradient sums images in groups.
 def test_pooling_slices_gradient_equals_the_windowed_ops(mode, size, stride, kernel, batch):
   # The slices' hand-written transposes (gathered taps) against XLA's own gradient of
-  # the windowed ops, on odd and even sizes at every stride the models use.
+  # the windowed ops, on odd and even sizes at every stride the models use; kernels wider
+  # than 3 (ResT's reductions) sum their taps in one reduction.
   x = jax.random.normal(jax.random.key(0), (batch, size, size + 1, 3))
   weights = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 3))
   want = _grads(x, weights, mode, (kernel,) * 2, (stride,) * 2, 'conv')
