@@ -15,6 +15,7 @@ from mvitv2_jax.tasks import classification
 from mvitv2_jax.train import optim
 from mvitv2_jax.train import step as step_lib
 from tests.helpers import in_process
+from tests.helpers import multidevice
 from tests.helpers import training
 
 TINY = training.DEMO_MOTION_TINY
@@ -41,7 +42,8 @@ def test_video_configs_build_their_models(name, frames, rate, size, views, class
   assert model.cfg.input_size == (frames, size, size)
   assert model.cfg.drop_path_rate == config.drop_path_rate
   tx = optim.create_optimizer(config, lambda _: 1e-3)
-  shapes = jax.eval_shape(step_lib._state_init_fn(task, model, tx), jax.random.PRNGKey(0))
+  shapes, _ = step_lib.abstract_train_state(config, task, model, tx,
+                                            multidevice.one_device_mesh())
   assert shapes.params['head']['kernel'].shape[-1] == classes
   logits = jax.eval_shape(lambda p, x: model.apply({'params': p}, x), shapes.params,
                           jax.ShapeDtypeStruct((2, frames, size, size, 3), jnp.float32))
