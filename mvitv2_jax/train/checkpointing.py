@@ -2,9 +2,11 @@
 
 The only module that imports orbax. Layout under a run's workdir:
   checkpoints/<step>/  the latest `keep` train states (params, opt_state, rng, step, and
-                       `model_state` for a model with collections such as BatchNorm's).
+                       `model_state` for a model with collections such as BatchNorm's, `ema`
+                       for a run that keeps a moving average of its variables).
   best/<step>/         the weights of the best evaluation by the task's metric (e.g. the
-                       highest top-1): the params, or the variables dict of a model with
+                       highest top-1; the average's, by its own metric, where the run keeps
+                       one): the params, or the variables dict of a model with
                        collections; `restore_params` (and so `init_from`) reads it.
   corrupt/             checkpoints that failed their integrity record, moved aside.
 Every step directory ends with an integrity record (`integrity.json`: each file's size
