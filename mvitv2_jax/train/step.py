@@ -47,11 +47,8 @@ class TrainState:
     return None
 
   def restart_average(self) -> 'TrainState':
-    """This state with its moving average, if it keeps one, set to its variables (a copy:
-    the train step donates both)."""
-    if self.averaged_variables() is None:
-      return self
-    return self.replace(ema=jax.tree.map(jnp.copy, self.variables()))
+    """This state with its moving average, if it keeps one, set to its variables."""
+    return self
 
 
 @flax.struct.dataclass
@@ -74,6 +71,12 @@ class StatefulTrainState(TrainState):
 
   def averaged_variables(self) -> dict[str, Any] | None:
     return self.ema
+
+  def restart_average(self) -> 'StatefulTrainState':
+    if self.ema is None:
+      return self
+    # A copy: the train step donates both.
+    return self.replace(ema=jax.tree.map(jnp.copy, self.variables()))
 
 
 def _state_init_fn(task: tasks.Task, model: nn.Module, tx: optax.GradientTransformation,
